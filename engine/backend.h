@@ -1,0 +1,60 @@
+/* The seam between the pipeline (engine.c) and the hardware.  A backend owns
+ * its workspace, allocated once in create(), and runs the stages of the
+ * network in order; only the final results come back to the host. */
+#ifndef MRCNN_BACKEND_H
+#define MRCNN_BACKEND_H
+
+#include "geometry.h"
+#include "model.h"
+
+/* Highest max-detections an engine accepts (sizes the mask workspace). */
+#define MRCNN_MAX_DETECTIONS 1000
+
+typedef struct {
+  float score;
+  float nms;
+  int max_detections;
+  float mask;
+} MrcnnThresholds;
+
+/* A host copy or view of an intermediate tensor, for inspection. */
+typedef struct {
+  const float *data;
+  int ndim;
+  int shape[4];
+} MrcnnHostTensor;
+
+typedef struct {
+  const char *name;
+  gpointer (*create) (const MrcnnModel *model, const MrcnnOptions *options,
+      GError **error);
+  void (*destroy) (gpointer state);
+
+  /* resize, normalise and pad the 8-bit RGB image into the network input */
+  gboolean (*preprocess) (gpointer state, const MrcnnImage *image,
+      const MrcnnGeometry *geometry, GError **error);
+  /* ResNet and FPN: P2..P6 */
+  gboolean (*backbone) (gpointer state, GError **error);
+  /* RPN head, anchors, box decoding, per-level top-k and NMS */
+  gboolean (*proposals) (gpointer state, GError **error);
+  /* box ROIAlign, box head, per-class NMS: the final detections */
+  gboolean (*detect) (gpointer state, const MrcnnThresholds *thresholds,
+      GError **error);
+  /* mask ROIAlign and mask head on the detections */
+  gboolean (*masks) (gpointer state, GError **error);
+  /* boxes to the original image, masks pasted at its resolution */
+  gboolean (*paste) (gpointer state, const MrcnnThresholds *thresholds,
+      MrcnnResult *result, GError **error);
+
+  /* Named intermediate tensors of the last image (see engine.c for the
+   * names); FALSE when the backend does not have it. */
+  gboolean (*inspect) (gpointer state, const char *name, MrcnnHostTensor *out);
+} MrcnnBackend;
+
+extern const MrcnnBackend mrcnn_backend_cpu;
+
+/* Makes room in a result for n detections whose masks hold mask_pixels
+ * pixels in all; grows only, so steady-state frames do not allocate. */
+void mrcnn_result_reserve (MrcnnResult *result, int n, size_t mask_pixels);
+
+#endif

@@ -1,0 +1,282 @@
+/* CPU backend: workspace sized once from the model, and the stage table. */
+#include "cpu_backend.h"
+
+#include <string.h>
+
+typedef struct {
+  size_t activation; /* largest backbone/FPN/RPN activation, floats */
+  size_t col;        /* im2col tile */
+  size_t stage[4];
+  size_t fpn[MRCNN_FPN_LEVELS];
+  size_t anchors;
+} Sizes;
+
+static void
+grow_conv (Sizes *z, const MrcnnConv *conv, int *h, int *w)
+{
+  int oh = conv_out_size (*h, conv), ow = conv_out_size (*w, conv);
+  size_t k = (size_t) conv->in_channels * conv->kernel * conv->kernel;
+  z->activation = MAX (z->activation, (size_t) conv->out_channels * oh * ow);
+  z->col = MAX (z->col, k * MAX (oh, ow));
+  *h = oh;
+  *w = ow;
+}
+
+/* Runs the network's shapes on the largest input (either orientation has
+ * the same areas, and rows are bounded by the longer side). */
+static void
+plan (const MrcnnModel *m, Sizes *z)
+{
+  memset (z, 0, sizeof *z);
+  int a, b;
+  size_t area = mrcnn_geometry_max_padded_area (&m->config, &a, &b);
+  int h = (int) (area / b), w = b;
+  grow_conv (z, &m->stem, &h, &w);
+  h = (h - 1) / 2 + 1;
+  w = (w - 1) / 2 + 1;
+  for (int L = 0; L < 4; L++) {
+    for (int i = 0; i < m->n_blocks[L]; i++) {
+      const MrcnnBottleneck *blk = &m->blocks[L][i];
+      int h1 = h, w1 = w;
+      grow_conv (z, &blk->conv1, &h1, &w1);
+      grow_conv (z, &blk->conv2, &h1, &w1);
+      if (blk->has_downsample) {
+        int hd = h, wd = w;
+        grow_conv (z, &blk->downsample, &hd, &wd);
+      }
+      grow_conv (z, &blk->conv3, &h1, &w1);
+      h = h1;
+      w = w1;
+    }
+    z->stage[L] = (size_t) m->stage_channels[L] * h * w;
+    size_t plane = (size_t) h * w;
+    int hh = h, ww = w;
+    grow_conv (z, &m->fpn_inner[L], &hh, &ww);
+    grow_conv (z, &m->fpn_layer[L], &hh, &ww);
+    grow_conv (z, &m->rpn_conv, &hh, &ww);
+    z->activation = MAX (z->activation, plane * 4 * m->num_anchors);
+    z->fpn[L] = (size_t) m->fpn_channels * plane;
+    z->anchors += plane * m->num_anchors;
+    if (L == 3) {
+      size_t pool = (size_t) ((h + 1) / 2) * ((w + 1) / 2);
+      z->fpn[4] = (size_t) m->fpn_channels * pool;
+      z->anchors += pool * m->num_anchors;
+    }
+  }
+  int P = m->config.mask_roi_size;
+  for (int j = 0; j < m->n_mask_layers; j++) {
+    int hh = P, ww = P;
+    grow_conv (z, &m->mask_layers[j], &hh, &ww);
+  }
+  z->col = MAX (z->col, (size_t) 4 << 20);
+}
+
+static void cpu_destroy (gpointer state);
+
+static gpointer
+cpu_create (const MrcnnModel *m, const MrcnnOptions *options, GError **error)
+{
+  (void) options;
+  const MrcnnConfig *c = &m->config;
+  Sizes z;
+  plan (m, &z);
+  CpuState *s = g_new0 (CpuState, 1);
+  s->model = m;
+  s->col_size = z.col;
+
+  for (int ch = 0; ch < 3; ch++)
+    for (int v = 0; v < 256; v++)
+      s->lut[ch][v] = ((float) v / 255.0f - c->image_mean[ch])
+          / c->image_std[ch];
+
+  int a, b;
+  size_t area = mrcnn_geometry_max_padded_area (c, &a, &b);
+  int K = m->num_classes, post = c->rpn_post_nms_top_n;
+  size_t candidates = MIN ((size_t) c->rpn_pre_nms_top_n * MRCNN_FPN_LEVELS,
+      z.anchors);
+  size_t det_candidates = (size_t) post * (K - 1);
+  int Pb = c->box_roi_size, Pm = c->mask_roi_size;
+  size_t mask_width = MAX ((size_t) m->fpn_channels,
+      (size_t) 4 * m->mask_deconv.out_channels);
+  for (int j = 0; j < m->n_mask_layers; j++)
+    mask_width = MAX (mask_width, (size_t) m->mask_layers[j].out_channels);
+
+  size_t total = 0;
+  gboolean ok = TRUE;
+#define ALLOC(field, count) G_STMT_START { \
+    size_t n_ = (count); \
+    total += n_ * sizeof (*s->field); \
+    s->field = g_try_malloc0 (MAX (n_, 1) * sizeof (*s->field)); \
+    ok = ok && s->field != NULL; \
+  } G_STMT_END
+  ALLOC (input, 3 * area);
+  ALLOC (taps_i0, 2 * (size_t) b);
+  ALLOC (taps_i1, 2 * (size_t) b);
+  ALLOC (taps_lambda, 2 * (size_t) b);
+  for (int L = 0; L < 4; L++)
+    ALLOC (stage_out[L], z.stage[L]);
+  for (int l = 0; l < MRCNN_FPN_LEVELS; l++)
+    ALLOC (fpn[l], z.fpn[l]);
+  for (int i = 0; i < 4; i++)
+    ALLOC (scratch[i], z.activation);
+  ALLOC (col, z.col);
+  ALLOC (objectness, z.anchors);
+  ALLOC (rpn_deltas, 4 * z.anchors);
+  ALLOC (order, MAX (z.anchors, candidates));
+  ALLOC (cand_boxes, 4 * candidates);
+  ALLOC (cand_scores, 2 * candidates);
+  ALLOC (cand_level, candidates);
+  ALLOC (removed, MAX (candidates, det_candidates));
+  ALLOC (keep, MAX (candidates, det_candidates));
+  ALLOC (proposals, 4 * (size_t) post);
+  ALLOC (box_features, (size_t) post * m->fpn_channels * Pb * Pb);
+  ALLOC (fc_a, (size_t) post * m->fc6.out_features);
+  ALLOC (fc_b, (size_t) post * m->fc7.out_features);
+  ALLOC (class_logits, (size_t) post * K);
+  ALLOC (box_regression, (size_t) post * 4 * K);
+  ALLOC (det_cand_boxes, 4 * det_candidates);
+  ALLOC (det_cand_scores, det_candidates);
+  ALLOC (det_cand_labels, det_candidates);
+  ALLOC (det_order, 2 * det_candidates);
+  ALLOC (det_boxes, 4 * MRCNN_MAX_DETECTIONS);
+  ALLOC (det_scores, MRCNN_MAX_DETECTIONS);
+  ALLOC (det_labels, MRCNN_MAX_DETECTIONS);
+  ALLOC (det_dump, 6 * MRCNN_MAX_DETECTIONS);
+  ALLOC (mask_a, mask_width * Pm * Pm);
+  ALLOC (mask_b, mask_width * Pm * Pm);
+  ALLOC (mask_deconv_out, (size_t) 4 * m->mask_deconv.out_channels * Pm * Pm);
+  ALLOC (mask_probs, (size_t) MRCNN_MAX_DETECTIONS * 4 * Pm * Pm);
+#undef ALLOC
+  if (!ok) {
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_BACKEND,
+        "out of memory: the CPU workspace for %dx%d inputs needs %zu MiB",
+        b, (int) (area / b), total >> 20);
+    cpu_destroy (s);
+    return NULL;
+  }
+  return s;
+}
+
+static void
+cpu_destroy (gpointer state)
+{
+  CpuState *s = state;
+  if (!s)
+    return;
+  void *buffers[] = {
+    s->input, s->taps_i0, s->taps_i1, s->taps_lambda, s->stage_out[0],
+    s->stage_out[1], s->stage_out[2], s->stage_out[3], s->fpn[0], s->fpn[1],
+    s->fpn[2], s->fpn[3], s->fpn[4], s->scratch[0], s->scratch[1],
+    s->scratch[2], s->scratch[3], s->col, s->objectness, s->rpn_deltas,
+    s->order, s->cand_boxes, s->cand_scores, s->cand_level, s->removed,
+    s->keep, s->proposals, s->box_features, s->fc_a, s->fc_b,
+    s->class_logits, s->box_regression, s->det_cand_boxes,
+    s->det_cand_scores, s->det_cand_labels, s->det_order, s->det_boxes,
+    s->det_scores, s->det_labels, s->det_dump, s->mask_a, s->mask_b,
+    s->mask_deconv_out, s->mask_probs,
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (buffers); i++)
+    g_free (buffers[i]);
+  g_free (s);
+}
+
+static gboolean
+stage_preprocess (gpointer state, const MrcnnImage *image,
+    const MrcnnGeometry *geometry, GError **error)
+{
+  CpuState *s = state;
+  (void) error;
+  s->geometry = *geometry;
+  cpu_preprocess (s, image);
+  return TRUE;
+}
+
+static gboolean
+stage_backbone (gpointer state, GError **error)
+{
+  (void) error;
+  cpu_backbone (state);
+  return TRUE;
+}
+
+static gboolean
+stage_proposals (gpointer state, GError **error)
+{
+  (void) error;
+  cpu_proposals (state);
+  return TRUE;
+}
+
+static gboolean
+stage_detect (gpointer state, const MrcnnThresholds *t, GError **error)
+{
+  (void) error;
+  cpu_detect (state, t);
+  return TRUE;
+}
+
+static gboolean
+stage_masks (gpointer state, GError **error)
+{
+  (void) error;
+  cpu_masks (state);
+  return TRUE;
+}
+
+static gboolean
+stage_paste (gpointer state, const MrcnnThresholds *t, MrcnnResult *result,
+    GError **error)
+{
+  (void) error;
+  cpu_paste (state, t, result);
+  return TRUE;
+}
+
+static gboolean
+cpu_inspect (gpointer state, const char *name, MrcnnHostTensor *out)
+{
+  CpuState *s = state;
+  const MrcnnModel *m = s->model;
+  int P2 = 2 * m->config.mask_roi_size;
+  static const char *const fpn_names[MRCNN_FPN_LEVELS] = { "fpn_0", "fpn_1",
+    "fpn_2", "fpn_3", "fpn_pool" };
+  memset (out, 0, sizeof *out);
+  if (strcmp (name, "input") == 0) {
+    *out = (MrcnnHostTensor) { s->input, 3, { 3, s->geometry.padded_height,
+            s->geometry.padded_width } };
+    return TRUE;
+  }
+  for (int l = 0; l < MRCNN_FPN_LEVELS; l++)
+    if (strcmp (name, fpn_names[l]) == 0) {
+      *out = (MrcnnHostTensor) { s->fpn[l], 3, { m->fpn_channels,
+              s->fpn_h[l], s->fpn_w[l] } };
+      return TRUE;
+    }
+  if (strcmp (name, "proposals") == 0) {
+    *out = (MrcnnHostTensor) { s->proposals, 2, { s->n_proposals, 4 } };
+    return TRUE;
+  }
+  if (strcmp (name, "detections") == 0) {
+    *out = (MrcnnHostTensor) { s->det_dump, 2, { s->n_detections, 6 } };
+    return TRUE;
+  }
+  if (strcmp (name, "mask_probs") == 0) {
+    *out = (MrcnnHostTensor) { s->mask_probs, 3, { s->n_detections, P2,
+            P2 } };
+    return TRUE;
+  }
+  return FALSE;
+}
+
+const MrcnnBackend mrcnn_backend_cpu = {
+  .name = "cpu",
+  .create = cpu_create,
+  .destroy = cpu_destroy,
+  .preprocess = stage_preprocess,
+  .backbone = stage_backbone,
+  .proposals = stage_proposals,
+  .detect = stage_detect,
+  .masks = stage_masks,
+  .paste = stage_paste,
+  .inspect = cpu_inspect,
+};

@@ -1,0 +1,97 @@
+/* CPU backend: NCHW float32, convolutions and fully connected layers
+ * through BLAS, everything else in plain C.  One image at a time. */
+#ifndef MRCNN_CPU_BACKEND_H
+#define MRCNN_CPU_BACKEND_H
+
+#include "../backend.h"
+
+
+
+typedef struct {
+  const MrcnnModel *model;
+  MrcnnGeometry geometry;
+
+  /* preprocessing */
+  float *input;             /* [3][padded_h][padded_w] */
+  float lut[3][256];        /* uint8 -> normalised value per channel */
+  int *taps_i0, *taps_i1;   /* resize taps, rows then columns */
+  float *taps_lambda;
+
+  /* backbone and FPN */
+  float *stage_out[4];      /* C2..C5 */
+  int stage_h[4], stage_w[4];
+  float *fpn[MRCNN_FPN_LEVELS];
+  int fpn_h[MRCNN_FPN_LEVELS], fpn_w[MRCNN_FPN_LEVELS];
+  float *scratch[4];        /* each holds the largest activation */
+  float *col;               /* im2col tile */
+  size_t col_size;
+
+  /* RPN */
+  float *objectness;        /* all anchors, level-major, (y*W + x)*A + a */
+  float *rpn_deltas;        /* [anchor][dx, dy, dw, dh] */
+  int level_start[MRCNN_FPN_LEVELS + 1];
+  int *order;               /* sort scratch, one entry per anchor */
+  float *cand_boxes;        /* [candidate][4] */
+  float *cand_scores;
+  int *cand_level;
+  uint8_t *removed;
+  int *keep;
+  int n_proposals;
+  float *proposals;         /* [n][4], resized-image pixels */
+
+  /* ROI heads */
+  int roi_k_min, roi_k_max; /* pyramid levels of P2 and P5 for this image */
+  float roi_scale[MRCNN_ROI_LEVELS];
+  float *box_features;      /* [proposal][C * P * P] */
+  float *fc_a, *fc_b;       /* [proposal][representation] */
+  float *class_logits;      /* [proposal][classes] */
+  float *box_regression;    /* [proposal][4 * classes] */
+  float *det_cand_boxes;    /* [proposal * (classes - 1)][4] */
+  float *det_cand_scores;
+  int *det_cand_labels;
+  int *det_order;
+  int n_detections;
+  float *det_boxes;         /* [detection][4], resized pixels */
+  float *det_scores;
+  int *det_labels;
+  float *det_dump;          /* [detection][6] for inspection */
+
+  float *mask_a, *mask_b;   /* per-ROI activations of the mask head */
+  float *mask_deconv_out;   /* [4 * Cout][P * P] */
+  float *mask_probs;        /* [detection][2P][2P] */
+} CpuState;
+
+static inline int
+conv_out_size (int in, const MrcnnConv *conv)
+{
+  return (in + 2 * conv->pad - conv->kernel) / conv->stride + 1;
+}
+
+/* out = act(conv(in) + bias [+ residual]); col is im2col scratch. */
+void cpu_conv2d (const MrcnnConv *conv, const float *in, int h, int w,
+    float *out, const float *residual, gboolean relu, float *col,
+    size_t col_size);
+/* out[n][out] = act(in[n][in] W^T + b) */
+void cpu_linear (const MrcnnLinear *fc, const float *in, int n, float *out,
+    gboolean relu);
+/* 3x3 stride-2 max pool with symmetric padding 1 (-inf outside). */
+void cpu_maxpool_3x3s2 (const float *in, int c, int h, int w, float *out,
+    int oh, int ow);
+/* dst += nearest-neighbour resize of src (FPN top-down path). */
+void cpu_add_upsampled (float *dst, int c, int h, int w, const float *src,
+    int sh, int sw);
+
+void cpu_preprocess (CpuState *s, const MrcnnImage *image);
+void cpu_backbone (CpuState *s);
+void cpu_proposals (CpuState *s);
+/* TorchVision roi_align (aligned=False) of one box on one feature map. */
+void cpu_roi_align (const float *features, int c, int h, int w, float scale,
+    const float *box, int pooled, int sampling_ratio, float *out);
+/* The level and scale MultiScaleRoIAlign uses for this image. */
+void cpu_roi_setup (CpuState *s);
+void cpu_roi_pool (CpuState *s, const float *box, int pooled, float *out);
+void cpu_detect (CpuState *s, const MrcnnThresholds *t);
+void cpu_masks (CpuState *s);
+void cpu_paste (CpuState *s, const MrcnnThresholds *t, MrcnnResult *result);
+
+#endif

@@ -1,0 +1,120 @@
+#include "cpu_backend.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+static void
+im2col_rows (const float *in, int c, int h, int w, const MrcnnConv *conv,
+    int ow, int row0, int rows, float *col)
+{
+  int k = conv->kernel, s = conv->stride, p = conv->pad;
+  int n = rows * ow;
+  for (int ci = 0; ci < c; ci++)
+    for (int ky = 0; ky < k; ky++)
+      for (int kx = 0; kx < k; kx++) {
+        float *dst = col + ((size_t) (ci * k + ky) * k + kx) * n;
+        const float *plane = in + (size_t) ci * h * w;
+        for (int r = 0; r < rows; r++) {
+          int iy = (row0 + r) * s - p + ky;
+          float *d = dst + (size_t) r * ow;
+          if (iy < 0 || iy >= h) {
+            memset (d, 0, sizeof (float) * ow);
+            continue;
+          }
+          const float *src = plane + (size_t) iy * w;
+          for (int ox = 0; ox < ow; ox++) {
+            int ix = ox * s - p + kx;
+            d[ox] = (ix >= 0 && ix < w) ? src[ix] : 0.0f;
+          }
+        }
+      }
+}
+
+void
+cpu_conv2d (const MrcnnConv *conv, const float *in, int h, int w, float *out,
+    const float *residual, gboolean relu, float *col, size_t col_size)
+{
+  int oh = conv_out_size (h, conv), ow = conv_out_size (w, conv);
+  int O = conv->out_channels, K = conv->in_channels * conv->kernel
+      * conv->kernel;
+  size_t plane = (size_t) oh * ow;
+
+  for (int o = 0; o < O; o++)
+    for (size_t i = 0; i < plane; i++)
+      out[o * plane + i] = conv->bias[o];
+
+  if (conv->kernel == 1 && conv->stride == 1 && conv->pad == 0) {
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, O, (int) plane, K,
+        1.0f, conv->weight, K, in, (int) plane, 1.0f, out, (int) plane);
+  } else {
+    int rows = (int) MIN ((size_t) oh, col_size / ((size_t) K * ow));
+    g_assert (rows >= 1);
+    for (int r0 = 0; r0 < oh; r0 += rows) {
+      int n = MIN (rows, oh - r0);
+      im2col_rows (in, conv->in_channels, h, w, conv, ow, r0, n, col);
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, O, n * ow, K,
+          1.0f, conv->weight, K, col, n * ow, 1.0f, out + (size_t) r0 * ow,
+          (int) plane);
+    }
+  }
+
+  size_t total = (size_t) O * plane;
+  if (residual)
+    for (size_t i = 0; i < total; i++)
+      out[i] += residual[i];
+  if (relu)
+    for (size_t i = 0; i < total; i++)
+      out[i] = out[i] > 0 ? out[i] : 0;
+}
+
+void
+cpu_linear (const MrcnnLinear *fc, const float *in, int n, float *out,
+    gboolean relu)
+{
+  int O = fc->out_features;
+  for (int i = 0; i < n; i++)
+    memcpy (out + (size_t) i * O, fc->bias, sizeof (float) * O);
+  if (n == 0)
+    return;
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, n, O,
+      fc->in_features, 1.0f, in, fc->in_features, fc->weight,
+      fc->in_features, 1.0f, out, O);
+  if (relu)
+    for (size_t i = 0; i < (size_t) n * O; i++)
+      out[i] = out[i] > 0 ? out[i] : 0;
+}
+
+void
+cpu_maxpool_3x3s2 (const float *in, int c, int h, int w, float *out, int oh,
+    int ow)
+{
+  for (int ci = 0; ci < c; ci++) {
+    const float *plane = in + (size_t) ci * h * w;
+    float *dst = out + (size_t) ci * oh * ow;
+    for (int oy = 0; oy < oh; oy++)
+      for (int ox = 0; ox < ow; ox++) {
+        float m = -INFINITY;
+        for (int y = MAX (2 * oy - 1, 0); y <= MIN (2 * oy + 1, h - 1); y++)
+          for (int x = MAX (2 * ox - 1, 0); x <= MIN (2 * ox + 1, w - 1); x++)
+            m = MAX (m, plane[(size_t) y * w + x]);
+        dst[(size_t) oy * ow + ox] = m;
+      }
+  }
+}
+
+void
+cpu_add_upsampled (float *dst, int c, int h, int w, const float *src, int sh,
+    int sw)
+{
+  /* torch "nearest": src index = min(floor(d * in / out), in - 1), fp32 */
+  float ry = (float) sh / (float) h, rx = (float) sw / (float) w;
+  for (int ci = 0; ci < c; ci++)
+    for (int y = 0; y < h; y++) {
+      int yy = MIN ((int) floorf ((float) y * ry), sh - 1);
+      const float *srow = src + ((size_t) ci * sh + yy) * sw;
+      float *drow = dst + ((size_t) ci * h + y) * w;
+      for (int x = 0; x < w; x++)
+        drow[x] += srow[MIN ((int) floorf ((float) x * rx), sw - 1)];
+    }
+}

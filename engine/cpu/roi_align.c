@@ -1,0 +1,110 @@
+/* MultiScaleRoIAlign: torchvision roi_align with aligned=False. */
+#include "cpu_backend.h"
+
+#include <math.h>
+
+typedef struct {
+  int pos[4];
+  float weight[4];
+} Sample;
+
+/* One bilinear sample; zero weights when it falls outside the map. */
+static Sample
+bilinear_sample (float y, float x, int h, int w)
+{
+  Sample smp = { { 0, 0, 0, 0 }, { 0, 0, 0, 0 } };
+  if (y < -1.0f || y > (float) h || x < -1.0f || x > (float) w)
+    return smp;
+  if (y <= 0)
+    y = 0;
+  if (x <= 0)
+    x = 0;
+  int y0 = (int) y, x0 = (int) x, y1, x1;
+  if (y0 >= h - 1) {
+    y1 = y0 = h - 1;
+    y = (float) y0;
+  } else {
+    y1 = y0 + 1;
+  }
+  if (x0 >= w - 1) {
+    x1 = x0 = w - 1;
+    x = (float) x0;
+  } else {
+    x1 = x0 + 1;
+  }
+  float ly = y - (float) y0, lx = x - (float) x0;
+  float hy = 1.0f - ly, hx = 1.0f - lx;
+  smp.pos[0] = y0 * w + x0;
+  smp.pos[1] = y0 * w + x1;
+  smp.pos[2] = y1 * w + x0;
+  smp.pos[3] = y1 * w + x1;
+  smp.weight[0] = hy * hx;
+  smp.weight[1] = hy * lx;
+  smp.weight[2] = ly * hx;
+  smp.weight[3] = ly * lx;
+  return smp;
+}
+
+void
+cpu_roi_align (const float *features, int c, int h, int w, float scale,
+    const float *box, int pooled, int sampling_ratio, float *out)
+{
+  float x_start = (float) ((double) box[0] * scale);
+  float y_start = (float) ((double) box[1] * scale);
+  float x_end = (float) ((double) box[2] * scale);
+  float y_end = (float) ((double) box[3] * scale);
+  float roi_w = MAX (x_end - x_start, 1.0f);
+  float roi_h = MAX (y_end - y_start, 1.0f);
+  float bin_w = roi_w / (float) pooled, bin_h = roi_h / (float) pooled;
+  int grid_h = sampling_ratio > 0 ? sampling_ratio : (int) ceilf (bin_h);
+  int grid_w = sampling_ratio > 0 ? sampling_ratio : (int) ceilf (bin_w);
+  float count = (float) MAX (grid_h * grid_w, 1);
+  size_t plane = (size_t) h * w;
+
+  for (int py = 0; py < pooled; py++)
+    for (int px = 0; px < pooled; px++) {
+      float *dst = out + py * pooled + px;
+      for (int ch = 0; ch < c; ch++)
+        dst[(size_t) ch * pooled * pooled] = 0;
+      for (int iy = 0; iy < grid_h; iy++) {
+        float y = y_start + (float) py * bin_h
+            + ((float) iy + 0.5f) * bin_h / (float) grid_h;
+        for (int ix = 0; ix < grid_w; ix++) {
+          float x = x_start + (float) px * bin_w
+              + ((float) ix + 0.5f) * bin_w / (float) grid_w;
+          Sample smp = bilinear_sample (y, x, h, w);
+          for (int ch = 0; ch < c; ch++) {
+            const float *f = features + ch * plane;
+            dst[(size_t) ch * pooled * pooled] += smp.weight[0] * f[smp.pos[0]]
+                + smp.weight[1] * f[smp.pos[1]]
+                + smp.weight[2] * f[smp.pos[2]]
+                + smp.weight[3] * f[smp.pos[3]];
+          }
+        }
+      }
+      for (int ch = 0; ch < c; ch++)
+        dst[(size_t) ch * pooled * pooled] /= count;
+    }
+}
+
+void
+cpu_roi_setup (CpuState *s)
+{
+  /* scale of each level from its height and the resized image height,
+   * rounded to a power of two (MultiScaleRoIAlign._infer_scale) */
+  for (int l = 0; l < MRCNN_ROI_LEVELS; l++) {
+    float approx = (float) s->fpn_h[l] / (float) s->geometry.height;
+    s->roi_scale[l] = exp2f (rintf (log2f (approx)));
+  }
+  s->roi_k_min = (int) -log2f (s->roi_scale[0]);
+  s->roi_k_max = (int) -log2f (s->roi_scale[MRCNN_ROI_LEVELS - 1]);
+}
+
+void
+cpu_roi_pool (CpuState *s, const float *box, int pooled, float *out)
+{
+  int level = mrcnn_roi_level (box, s->roi_k_min, s->roi_k_max);
+  cpu_roi_align (s->fpn[level], s->model->fpn_channels, s->fpn_h[level],
+      s->fpn_w[level], s->roi_scale[level], box, pooled,
+      s->model->config.sampling_ratio, out);
+}

@@ -1,0 +1,145 @@
+/* Box head with postprocess_detections, and the mask head. */
+#include "cpu_backend.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+static void
+box_head (CpuState *s)
+{
+  const MrcnnModel *m = s->model;
+  int P = m->config.box_roi_size;
+  size_t per_roi = (size_t) m->fpn_channels * P * P;
+  for (int i = 0; i < s->n_proposals; i++)
+    cpu_roi_pool (s, s->proposals + 4 * i, P, s->box_features + i * per_roi);
+  cpu_linear (&m->fc6, s->box_features, s->n_proposals, s->fc_a, TRUE);
+  cpu_linear (&m->fc7, s->fc_a, s->n_proposals, s->fc_b, TRUE);
+  cpu_linear (&m->cls_score, s->fc_b, s->n_proposals, s->class_logits, FALSE);
+  cpu_linear (&m->bbox_pred, s->fc_b, s->n_proposals, s->box_regression,
+      FALSE);
+}
+
+void
+cpu_detect (CpuState *s, const MrcnnThresholds *t)
+{
+  const MrcnnModel *m = s->model;
+  const MrcnnConfig *c = &m->config;
+  int K = m->num_classes;
+  float w = (float) s->geometry.width, h = (float) s->geometry.height;
+  cpu_roi_setup (s);
+  box_head (s);
+
+  /* every (proposal, class) pair above the score threshold is a candidate,
+   * proposal-major as torchvision flattens them */
+  int n = 0;
+  for (int i = 0; i < s->n_proposals; i++) {
+    float *logits = s->class_logits + (size_t) i * K;
+    float max = logits[0];
+    for (int k = 1; k < K; k++)
+      max = MAX (max, logits[k]);
+    float sum = 0;
+    for (int k = 0; k < K; k++)
+      sum += expf (logits[k] - max);
+    for (int k = 1; k < K; k++) {
+      float score = expf (logits[k] - max) / sum;
+      if (!(score > t->score))
+        continue;
+      float *box = s->det_cand_boxes + 4 * n;
+      mrcnn_decode_box (s->proposals + 4 * i,
+          s->box_regression + ((size_t) i * K + k) * 4, c->box_coder_weights,
+          c->bbox_xform_clip, box);
+      box[0] = CLAMP (box[0], 0.0f, w);
+      box[1] = CLAMP (box[1], 0.0f, h);
+      box[2] = CLAMP (box[2], 0.0f, w);
+      box[3] = CLAMP (box[3], 0.0f, h);
+      if (box[2] - box[0] < c->box_min_size || box[3] - box[1] < c->box_min_size)
+        continue;
+      s->det_cand_scores[n] = score;
+      s->det_cand_labels[n] = k;
+      n++;
+    }
+  }
+
+  /* NMS within each class: visit a class's candidates by score */
+  int *order = s->det_order, *keep = s->keep;
+  int n_keep = 0;
+  mrcnn_argsort_desc (s->det_cand_scores, n, order);
+  for (int k = 1; k < K; k++) {
+    int *class_order = order + n; /* spare room after the sorted order */
+    int nk = 0;
+    for (int i = 0; i < n; i++)
+      if (s->det_cand_labels[order[i]] == k)
+        class_order[nk++] = order[i];
+    n_keep += mrcnn_nms (s->det_cand_boxes, class_order, nk, t->nms,
+        s->removed, keep + n_keep);
+  }
+
+  /* kept candidates by score; ties in candidate order, as torch sorts */
+  uint8_t *kept = s->removed;
+  memset (kept, 0, (size_t) n);
+  for (int i = 0; i < n_keep; i++)
+    kept[keep[i]] = 1;
+  s->n_detections = 0;
+  for (int i = 0; i < n && s->n_detections < t->max_detections; i++) {
+    int j = order[i];
+    if (!kept[j])
+      continue;
+    int d = s->n_detections++;
+    memcpy (s->det_boxes + 4 * d, s->det_cand_boxes + 4 * j,
+        4 * sizeof (float));
+    s->det_scores[d] = s->det_cand_scores[j];
+    s->det_labels[d] = s->det_cand_labels[j];
+    memcpy (s->det_dump + 6 * d, s->det_boxes + 4 * d, 4 * sizeof (float));
+    s->det_dump[6 * d + 4] = s->det_scores[d];
+    s->det_dump[6 * d + 5] = (float) s->det_labels[d];
+  }
+}
+
+void
+cpu_masks (CpuState *s)
+{
+  const MrcnnModel *m = s->model;
+  int P = m->config.mask_roi_size, P2 = 2 * P;
+  size_t plane = (size_t) P * P;
+  const MrcnnDeconv *dc = &m->mask_deconv;
+  for (int d = 0; d < s->n_detections; d++) {
+    float *x = s->mask_a, *y = s->mask_b;
+    cpu_roi_pool (s, s->det_boxes + 4 * d, P, x);
+    for (int j = 0; j < m->n_mask_layers; j++) {
+      cpu_conv2d (&m->mask_layers[j], x, P, P, y, NULL, TRUE, s->col,
+          s->col_size);
+      float *tmp = x;
+      x = y;
+      y = tmp;
+    }
+
+    /* deconv 2x2 stride 2: [4 Cout][Cin] x [Cin][P*P], then pixel shuffle
+     * with bias and ReLU into y = [Cout][2P][2P] */
+    int cin = dc->in_channels, cout = dc->out_channels;
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, 4 * cout,
+        (int) plane, cin, 1.0f, dc->weight, cin, x, (int) plane, 0.0f,
+        s->mask_deconv_out, (int) plane);
+    for (int o = 0; o < cout; o++)
+      for (int tap = 0; tap < 4; tap++) {
+        const float *src = s->mask_deconv_out + ((size_t) o * 4 + tap) * plane;
+        int a = tap / 2, b = tap % 2;
+        for (int i = 0; i < P; i++)
+          for (int jx = 0; jx < P; jx++) {
+            float v = src[i * P + jx] + dc->bias[o];
+            y[((size_t) o * P2 + 2 * i + a) * P2 + 2 * jx + b] = v > 0 ? v : 0;
+          }
+      }
+
+    /* logits of the detected class only, then sigmoid */
+    int label = s->det_labels[d];
+    const float *wl = m->mask_logits.weight + (size_t) label * cout;
+    float *probs = s->mask_probs + (size_t) d * P2 * P2;
+    for (int p = 0; p < P2 * P2; p++) {
+      float v = m->mask_logits.bias[label];
+      for (int ch = 0; ch < cout; ch++)
+        v += wl[ch] * y[(size_t) ch * P2 * P2 + p];
+      probs[p] = 1.0f / (1.0f + expf (-v));
+    }
+  }
+}

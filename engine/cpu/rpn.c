@@ -1,0 +1,105 @@
+/* RPN head on every FPN level, anchors, decoding and filter_proposals. */
+#include "cpu_backend.h"
+
+#include <math.h>
+#include <string.h>
+
+static void
+rpn_head (CpuState *s)
+{
+  const MrcnnModel *m = s->model;
+  int A = m->num_anchors;
+  float *hidden = s->scratch[0], *logits = s->scratch[1],
+      *deltas = s->scratch[2];
+  int start = 0;
+  for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
+    int h = s->fpn_h[l], w = s->fpn_w[l];
+    size_t plane = (size_t) h * w;
+    cpu_conv2d (&m->rpn_conv, s->fpn[l], h, w, hidden, NULL, TRUE, s->col,
+        s->col_size);
+    cpu_conv2d (&m->rpn_cls, hidden, h, w, logits, NULL, FALSE, s->col,
+        s->col_size);
+    cpu_conv2d (&m->rpn_bbox, hidden, h, w, deltas, NULL, FALSE, s->col,
+        s->col_size);
+    s->level_start[l] = start;
+    for (size_t p = 0; p < plane; p++)
+      for (int a = 0; a < A; a++) {
+        size_t j = start + p * A + a;
+        s->objectness[j] = logits[a * plane + p];
+        for (int k = 0; k < 4; k++)
+          s->rpn_deltas[4 * j + k] = deltas[(4 * a + k) * plane + p];
+      }
+    start += (int) (plane * A);
+  }
+  s->level_start[MRCNN_FPN_LEVELS] = start;
+}
+
+void
+cpu_proposals (CpuState *s)
+{
+  const MrcnnModel *m = s->model;
+  const MrcnnConfig *c = &m->config;
+  const MrcnnGeometry *g = &s->geometry;
+  int A = m->num_anchors;
+  static const float unit_weights[4] = { 1, 1, 1, 1 };
+  rpn_head (s);
+
+  /* per level: top-k by logit, decode, clip, drop tiny boxes */
+  int n = 0;
+  for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
+    int first = s->level_start[l], count = s->level_start[l + 1] - first;
+    int k = MIN (c->rpn_pre_nms_top_n, count);
+    int w = s->fpn_w[l];
+    int stride_y = g->padded_height / s->fpn_h[l];
+    int stride_x = g->padded_width / w;
+    float base[MRCNN_MAX_ANCHOR_SHAPES * MRCNN_MAX_ANCHOR_SHAPES][4];
+    mrcnn_base_anchors (c, l, &base[0][0]);
+    mrcnn_argsort_desc (s->objectness + first, count, s->order);
+    for (int i = 0; i < k; i++) {
+      int j = s->order[i], a = j % A, loc = j / A;
+      float sx = (float) ((loc % w) * stride_x);
+      float sy = (float) ((loc / w) * stride_y);
+      float anchor[4] = { sx + base[a][0], sy + base[a][1], sx + base[a][2],
+        sy + base[a][3] };
+      float *box = s->cand_boxes + 4 * n;
+      mrcnn_decode_box (anchor, s->rpn_deltas + 4 * (size_t) (first + j),
+          unit_weights, c->bbox_xform_clip, box);
+      box[0] = CLAMP (box[0], 0.0f, (float) g->width);
+      box[1] = CLAMP (box[1], 0.0f, (float) g->height);
+      box[2] = CLAMP (box[2], 0.0f, (float) g->width);
+      box[3] = CLAMP (box[3], 0.0f, (float) g->height);
+      float score = 1.0f / (1.0f + expf (-s->objectness[first + j]));
+      if (box[2] - box[0] >= c->rpn_min_size
+          && box[3] - box[1] >= c->rpn_min_size
+          && score >= c->rpn_score_thresh) {
+        s->cand_scores[n] = score;
+        s->cand_level[n] = l;
+        n++;
+      }
+    }
+  }
+
+  /* NMS per level: candidates of a level are contiguous and already in
+   * descending score order (sigmoid is monotonic, top-k sorted by logit) */
+  int n_keep = 0;
+  for (int l = 0, i = 0; l < MRCNN_FPN_LEVELS; l++) {
+    int begin = i;
+    while (i < n && s->cand_level[i] == l)
+      i++;
+    for (int j = begin; j < i; j++)
+      s->order[j - begin] = j;
+    n_keep += mrcnn_nms (s->cand_boxes, s->order, i - begin,
+        c->rpn_nms_thresh, s->removed, s->keep + n_keep);
+  }
+
+  /* merge levels by score; kept indices are in candidate order, so the
+   * stable sort breaks ties as torch does */
+  float *kept_scores = s->cand_scores + n; /* spare room after candidates */
+  for (int i = 0; i < n_keep; i++)
+    kept_scores[i] = s->cand_scores[s->keep[i]];
+  mrcnn_argsort_desc (kept_scores, n_keep, s->order);
+  s->n_proposals = MIN (n_keep, c->rpn_post_nms_top_n);
+  for (int i = 0; i < s->n_proposals; i++)
+    memcpy (s->proposals + 4 * i, s->cand_boxes + 4 * s->keep[s->order[i]],
+        4 * sizeof (float));
+}

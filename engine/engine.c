@@ -1,0 +1,231 @@
+/* The pipeline: picks a backend, resolves thresholds and runs the stages. */
+#include "backend.h"
+
+#include <errno.h>
+#include <glib/gstdio.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+struct _MrcnnEngine {
+  const MrcnnModel *model;
+  const MrcnnBackend *backend;
+  gpointer state;
+  MrcnnThresholds thresholds;
+  char *dump_dir;
+};
+
+/* Intermediate tensors written by dump_dir, in pipeline order. */
+static const char *const dump_names[] = {
+  "input", "fpn_0", "fpn_1", "fpn_2", "fpn_3", "fpn_pool", "proposals",
+  "detections", "mask_probs",
+};
+
+void
+mrcnn_options_init (MrcnnOptions *o)
+{
+  *o = (MrcnnOptions) {
+    .backend = MRCNN_BACKEND_AUTO,
+    .precision = MRCNN_PRECISION_FP32,
+    .device_id = 0,
+    .score_threshold = -1,
+    .nms_threshold = -1,
+    .max_detections = -1,
+    .mask_threshold = -1,
+  };
+}
+
+gboolean
+mrcnn_engine_set_thresholds (MrcnnEngine *e, float score, float nms,
+    int max_detections, float mask, GError **error)
+{
+  const MrcnnConfig *c = &e->model->config;
+  if (score > 1 || nms > 1 || mask > 1 || isnan (score) || isnan (nms)
+      || isnan (mask) || max_detections > MRCNN_MAX_DETECTIONS) {
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
+        "thresholds must be in [0, 1] and max detections at most %d "
+        "(negative: the model's own value)", MRCNN_MAX_DETECTIONS);
+    return FALSE;
+  }
+  e->thresholds.score = score >= 0 ? score : c->box_score_thresh;
+  e->thresholds.nms = nms >= 0 ? nms : c->box_nms_thresh;
+  e->thresholds.max_detections = max_detections >= 0 ? max_detections
+      : c->box_detections_per_img;
+  e->thresholds.mask = mask >= 0 ? mask : c->mask_threshold;
+  return TRUE;
+}
+
+MrcnnEngine *
+mrcnn_engine_new (const MrcnnModel *model, const MrcnnOptions *options,
+    GError **error)
+{
+  MrcnnOptions defaults;
+  if (!options) {
+    mrcnn_options_init (&defaults);
+    options = &defaults;
+  }
+  if (options->backend == MRCNN_BACKEND_CUDA) {
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_UNSUPPORTED,
+        "the CUDA backend is not available in this build; use the CPU "
+        "backend");
+    return NULL;
+  }
+  if (options->precision == MRCNN_PRECISION_FP16) {
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_UNSUPPORTED,
+        "fp16 precision needs the CUDA backend; the CPU backend runs fp32");
+    return NULL;
+  }
+
+  MrcnnEngine *e = g_new0 (MrcnnEngine, 1);
+  e->model = model;
+  e->backend = &mrcnn_backend_cpu;
+  if (!mrcnn_engine_set_thresholds (e, options->score_threshold,
+          options->nms_threshold, options->max_detections,
+          options->mask_threshold, error)) {
+    g_free (e);
+    return NULL;
+  }
+  e->state = e->backend->create (model, options, error);
+  if (!e->state) {
+    g_free (e);
+    return NULL;
+  }
+  e->dump_dir = g_strdup (options->dump_dir);
+  return e;
+}
+
+void
+mrcnn_engine_free (MrcnnEngine *e)
+{
+  if (!e)
+    return;
+  e->backend->destroy (e->state);
+  g_free (e->dump_dir);
+  g_free (e);
+}
+
+const char *
+mrcnn_engine_backend_name (const MrcnnEngine *e)
+{
+  return e->backend->name;
+}
+
+/* Writes a float32 tensor as a NumPy .npy file (format version 1.0). */
+static gboolean
+write_npy (const char *path, const MrcnnHostTensor *t, GError **error)
+{
+  GString *header = g_string_new ("{'descr': '<f4', 'fortran_order': False, "
+      "'shape': (");
+  size_t count = 1;
+  for (int i = 0; i < t->ndim; i++) {
+    g_string_append_printf (header, "%d,%s", t->shape[i],
+        i + 1 < t->ndim ? " " : "");
+    count *= (size_t) t->shape[i];
+  }
+  g_string_append (header, "), }");
+  while ((10 + header->len + 1) % 64)
+    g_string_append_c (header, ' ');
+  g_string_append_c (header, '\n');
+
+  FILE *f = g_fopen (path, "wb");
+  gboolean ok = f != NULL;
+  if (ok) {
+    guint16 len = (guint16) header->len;
+    guint8 preamble[10] = { 0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, len & 0xff,
+      len >> 8 };
+    ok = fwrite (preamble, 1, 10, f) == 10
+        && fwrite (header->str, 1, header->len, f) == header->len
+        && fwrite (t->data, sizeof (float), count, f) == count;
+    ok = (fclose (f) == 0) && ok;
+  }
+  if (!ok)
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_IO, "%s: cannot write: %s",
+        path, g_strerror (errno));
+  g_string_free (header, TRUE);
+  return ok;
+}
+
+static gboolean
+dump (MrcnnEngine *e, GError **error)
+{
+  if (g_mkdir_with_parents (e->dump_dir, 0755) != 0) {
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_IO, "%s: cannot create: %s",
+        e->dump_dir, g_strerror (errno));
+    return FALSE;
+  }
+  for (gsize i = 0; i < G_N_ELEMENTS (dump_names); i++) {
+    MrcnnHostTensor t;
+    if (!e->backend->inspect (e->state, dump_names[i], &t))
+      continue;
+    char *file = g_strconcat (dump_names[i], ".npy", NULL);
+    char *path = g_build_filename (e->dump_dir, file, NULL);
+    gboolean ok = write_npy (path, &t, error);
+    g_free (path);
+    g_free (file);
+    if (!ok)
+      return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+mrcnn_engine_detect (MrcnnEngine *e, const MrcnnImage *image,
+    MrcnnResult *result, GError **error)
+{
+  if (!image->data || image->stride < 3 * image->width) {
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
+        "image has no data or a row stride (%d) below 3 x width (%d)",
+        image->stride, image->width);
+    return FALSE;
+  }
+  MrcnnGeometry geometry;
+  if (!mrcnn_geometry_compute (&e->model->config, image->width, image->height,
+          &geometry, error))
+    return FALSE;
+  const MrcnnBackend *b = e->backend;
+  result->image_width = image->width;
+  result->image_height = image->height;
+  result->n_detections = 0;
+  if (!b->preprocess (e->state, image, &geometry, error)
+      || !b->backbone (e->state, error)
+      || !b->proposals (e->state, error)
+      || !b->detect (e->state, &e->thresholds, error)
+      || !b->masks (e->state, error)
+      || !b->paste (e->state, &e->thresholds, result, error))
+    return FALSE;
+  for (int i = 0; i < result->n_detections; i++)
+    result->detections[i].label =
+        e->model->class_names[result->detections[i].label_id];
+  return e->dump_dir ? dump (e, error) : TRUE;
+}
+
+void
+mrcnn_result_init (MrcnnResult *r)
+{
+  memset (r, 0, sizeof *r);
+}
+
+void
+mrcnn_result_clear (MrcnnResult *r)
+{
+  g_free (r->detections);
+  g_free (r->mask_storage);
+  g_free (r->binary_storage);
+  mrcnn_result_init (r);
+}
+
+void
+mrcnn_result_reserve (MrcnnResult *r, int n, size_t mask_pixels)
+{
+  if (n > r->capacity) {
+    r->detections = g_renew (MrcnnDetection, r->detections, n);
+    r->capacity = n;
+  }
+  if (mask_pixels > r->mask_capacity) {
+    g_free (r->mask_storage);
+    g_free (r->binary_storage);
+    r->mask_storage = g_new (float, mask_pixels);
+    r->binary_storage = g_new (uint8_t, mask_pixels);
+    r->mask_capacity = mask_pixels;
+  }
+}

@@ -1,0 +1,128 @@
+/* mrcnn: Mask R-CNN inference engine.
+ *
+ * A model is loaded once from a weights file (host memory, read-only) and any
+ * number of engines run it.  An engine owns one backend and its workspace,
+ * sized at creation; mrcnn_engine_detect() does no allocation except to grow a
+ * caller's mrcnn_result the first time a larger result is needed.
+ */
+#ifndef MRCNN_H
+#define MRCNN_H
+
+#include <glib.h>
+#include <stdint.h>
+
+G_BEGIN_DECLS
+
+#define MRCNN_ERROR (mrcnn_error_quark ())
+GQuark mrcnn_error_quark (void);
+
+typedef enum {
+  MRCNN_ERROR_IO,               /* file missing or unreadable */
+  MRCNN_ERROR_FORMAT,           /* file is not a valid weights file */
+  MRCNN_ERROR_MODEL,            /* tensors missing, misshapen or inconsistent */
+  MRCNN_ERROR_UNSUPPORTED,      /* valid request this build cannot serve */
+  MRCNN_ERROR_INVALID_ARGUMENT, /* bad option or image */
+  MRCNN_ERROR_BACKEND,          /* backend failed (device absent, out of memory) */
+} MrcnnError;
+
+typedef enum {
+  MRCNN_BACKEND_AUTO,
+  MRCNN_BACKEND_CPU,
+  MRCNN_BACKEND_CUDA,
+} MrcnnBackendKind;
+
+typedef enum {
+  MRCNN_PRECISION_FP32,
+  MRCNN_PRECISION_FP16,
+} MrcnnPrecision;
+
+typedef struct _MrcnnModel MrcnnModel;
+typedef struct _MrcnnEngine MrcnnEngine;
+
+/* Per-engine settings.  A negative threshold or count means "the model's
+ * own value". */
+typedef struct {
+  MrcnnBackendKind backend;
+  MrcnnPrecision precision;
+  int device_id;
+  float score_threshold;
+  float nms_threshold;
+  int max_detections;
+  float mask_threshold;
+  /* When set, intermediate tensors of each detection are written there as
+   * .npy files (for comparing stages with a reference implementation). */
+  const char *dump_dir;
+} MrcnnOptions;
+
+void mrcnn_options_init (MrcnnOptions *options);
+
+/* An 8-bit RGB image in host memory, rows `stride` bytes apart. */
+typedef struct {
+  const uint8_t *data;
+  int width;
+  int height;
+  int stride;
+} MrcnnImage;
+
+/* One detection.  The mask covers the rectangle (mask_x, mask_y, mask_width,
+ * mask_height) of the original image; every pixel outside it is zero. */
+typedef struct {
+  float box[4]; /* x1, y1, x2, y2 in original-image pixels */
+  int label_id;
+  const char *label; /* owned by the model */
+  float score;
+  int mask_x, mask_y, mask_width, mask_height;
+  float *mask;          /* soft mask, 0..1, row-major, mask_width per row */
+  uint8_t *mask_binary; /* mask >= mask threshold, same layout */
+} MrcnnDetection;
+
+typedef struct {
+  int image_width, image_height;
+  int n_detections; /* sorted by score, descending */
+  MrcnnDetection *detections;
+  /* private: storage reused from one image to the next */
+  int capacity;
+  size_t mask_capacity;
+  float *mask_storage;
+  uint8_t *binary_storage;
+} MrcnnResult;
+
+void mrcnn_result_init (MrcnnResult *result);
+void mrcnn_result_clear (MrcnnResult *result);
+
+/* Loads a .safetensors file (torchvision Mask R-CNN state_dict). */
+MrcnnModel *mrcnn_model_load (const char *path, GError **error);
+void mrcnn_model_free (MrcnnModel *model);
+
+int mrcnn_model_num_classes (const MrcnnModel *model);
+const char *mrcnn_model_class_name (const MrcnnModel *model, int class_id);
+/* The model's shape and constants as a JSON object (newly allocated). */
+char *mrcnn_model_describe (const MrcnnModel *model);
+
+/* The engine keeps a reference to the model: free the engine first. */
+MrcnnEngine *mrcnn_engine_new (const MrcnnModel *model,
+    const MrcnnOptions *options, GError **error);
+void mrcnn_engine_free (MrcnnEngine *engine);
+const char *mrcnn_engine_backend_name (const MrcnnEngine *engine);
+
+gboolean mrcnn_engine_set_thresholds (MrcnnEngine *engine, float score,
+    float nms, int max_detections, float mask, GError **error);
+
+gboolean mrcnn_engine_detect (MrcnnEngine *engine, const MrcnnImage *image,
+    MrcnnResult *result, GError **error);
+
+/* COCO compressed RLE (the string pycocotools writes) of a full-image binary
+ * mask held as `mask` placed at (x, y) in an image of width x height.
+ * Returns a newly allocated string. */
+char *mrcnn_rle_encode_detection (const MrcnnDetection *detection,
+    int image_width, int image_height);
+/* Column-major run lengths of an image-sized binary mask (row-major input). */
+char *mrcnn_rle_encode (const uint8_t *mask, int width, int height);
+/* Decodes a COCO compressed RLE string into a row-major width x height mask.
+ * Returns FALSE on malformed input. */
+gboolean mrcnn_rle_decode (const char *counts, int width, int height,
+    uint8_t *mask);
+
+G_END_DECLS
+
+#endif /* MRCNN_H */

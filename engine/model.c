@@ -1,0 +1,220 @@
+#include "model.h"
+
+#include <json-glib/json-glib.h>
+#include <math.h>
+
+G_DEFINE_QUARK (mrcnn-error-quark, mrcnn_error)
+
+/* torchvision's COCO category list: index = category id, N/A for unused. */
+static const char *const coco_torchvision_names[91] = {
+  "__background__", "person", "bicycle", "car", "motorcycle", "airplane",
+  "bus", "train", "truck", "boat", "traffic light", "fire hydrant", "N/A",
+  "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse",
+  "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "N/A", "backpack",
+  "umbrella", "N/A", "N/A", "handbag", "tie", "suitcase", "frisbee", "skis",
+  "snowboard", "sports ball", "kite", "baseball bat", "baseball glove",
+  "skateboard", "surfboard", "tennis racket", "bottle", "N/A", "wine glass",
+  "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
+  "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake",
+  "chair", "couch", "potted plant", "bed", "N/A", "dining table", "N/A",
+  "N/A", "toilet", "N/A", "tv", "laptop", "mouse", "remote", "keyboard",
+  "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "N/A",
+  "book", "clock", "vase", "scissors", "teddy bear", "hair drier",
+  "toothbrush",
+};
+
+void
+mrcnn_config_init_torchvision (MrcnnConfig *c)
+{
+  static const float anchor_sizes[MRCNN_FPN_LEVELS] = { 32, 64, 128, 256,
+    512 };
+  *c = (MrcnnConfig) {
+    .min_size = 800,
+    .max_size = 1333,
+    .size_divisible = 32,
+    .image_mean = { 0.485f, 0.456f, 0.406f },
+    .image_std = { 0.229f, 0.224f, 0.225f },
+    .backbone_bn_eps = 0.0f,
+    .n_anchor_sizes = 1,
+    .n_aspect_ratios = 3,
+    .aspect_ratios = { 0.5f, 1.0f, 2.0f },
+    .rpn_pre_nms_top_n = 1000,
+    .rpn_post_nms_top_n = 1000,
+    .rpn_nms_thresh = 0.7f,
+    .rpn_score_thresh = 0.0f,
+    .rpn_min_size = 1e-3f,
+    .box_score_thresh = 0.05f,
+    .box_nms_thresh = 0.5f,
+    .box_detections_per_img = 100,
+    .box_coder_weights = { 10.0f, 10.0f, 5.0f, 5.0f },
+    .bbox_xform_clip = (float) log (1000.0 / 16),
+    .box_min_size = 1e-2f,
+    .box_roi_size = 7,
+    .mask_roi_size = 14,
+    .sampling_ratio = 2,
+    .mask_threshold = 0.5f,
+  };
+  for (int l = 0; l < MRCNN_FPN_LEVELS; l++)
+    c->anchor_sizes[l][0] = anchor_sizes[l];
+}
+
+MrcnnModel *
+mrcnn_model_load (const char *path, GError **error)
+{
+  g_return_val_if_fail (path != NULL, NULL);
+  MrcnnModel *m = mrcnn_model_load_torchvision (path, error);
+  if (m && !m->class_names) {
+    m->class_names = g_new0 (char *, m->num_classes + 1);
+    for (int i = 0; i < m->num_classes; i++)
+      m->class_names[i] = m->num_classes == 91
+          ? g_strdup (coco_torchvision_names[i])
+          : i == 0 ? g_strdup ("__background__")
+          : g_strdup_printf ("class_%d", i);
+  }
+  return m;
+}
+
+static void
+conv_free (MrcnnConv *conv)
+{
+  g_free (conv->weight);
+  g_free (conv->bias);
+}
+
+static void
+linear_free (MrcnnLinear *fc)
+{
+  g_free (fc->weight);
+  g_free (fc->bias);
+}
+
+void
+mrcnn_model_free (MrcnnModel *m)
+{
+  if (!m)
+    return;
+  conv_free (&m->stem);
+  for (int L = 0; L < 4; L++) {
+    for (int i = 0; m->blocks[L] && i < m->n_blocks[L]; i++) {
+      conv_free (&m->blocks[L][i].conv1);
+      conv_free (&m->blocks[L][i].conv2);
+      conv_free (&m->blocks[L][i].conv3);
+      conv_free (&m->blocks[L][i].downsample);
+    }
+    g_free (m->blocks[L]);
+    conv_free (&m->fpn_inner[L]);
+    conv_free (&m->fpn_layer[L]);
+  }
+  conv_free (&m->rpn_conv);
+  conv_free (&m->rpn_cls);
+  conv_free (&m->rpn_bbox);
+  linear_free (&m->fc6);
+  linear_free (&m->fc7);
+  linear_free (&m->cls_score);
+  linear_free (&m->bbox_pred);
+  for (int j = 0; j < MRCNN_MAX_MASK_LAYERS; j++)
+    conv_free (&m->mask_layers[j]);
+  g_free (m->mask_deconv.weight);
+  g_free (m->mask_deconv.bias);
+  conv_free (&m->mask_logits);
+  g_strfreev (m->class_names);
+  g_free (m->path);
+  g_free (m);
+}
+
+int
+mrcnn_model_num_classes (const MrcnnModel *m)
+{
+  return m->num_classes;
+}
+
+const char *
+mrcnn_model_class_name (const MrcnnModel *m, int class_id)
+{
+  if (class_id < 0 || class_id >= m->num_classes)
+    return NULL;
+  return m->class_names[class_id];
+}
+
+static void
+add_floats (JsonBuilder *b, const char *name, const float *v, int n)
+{
+  json_builder_set_member_name (b, name);
+  json_builder_begin_array (b);
+  for (int i = 0; i < n; i++)
+    json_builder_add_double_value (b, v[i]);
+  json_builder_end_array (b);
+}
+
+static void
+add_int (JsonBuilder *b, const char *name, int v)
+{
+  json_builder_set_member_name (b, name);
+  json_builder_add_int_value (b, v);
+}
+
+static void
+add_double (JsonBuilder *b, const char *name, double v)
+{
+  json_builder_set_member_name (b, name);
+  json_builder_add_double_value (b, v);
+}
+
+char *
+mrcnn_model_describe (const MrcnnModel *m)
+{
+  const MrcnnConfig *c = &m->config;
+  JsonBuilder *b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "variant");
+  json_builder_add_string_value (b, "torchvision");
+  add_int (b, "min_size", c->min_size);
+  add_int (b, "max_size", c->max_size);
+  add_floats (b, "image_mean", c->image_mean, 3);
+  add_floats (b, "image_std", c->image_std, 3);
+  add_int (b, "size_divisible", c->size_divisible);
+  add_double (b, "backbone_bn_eps", c->backbone_bn_eps);
+  add_int (b, "rpn_pre_nms_top_n", c->rpn_pre_nms_top_n);
+  add_int (b, "rpn_post_nms_top_n", c->rpn_post_nms_top_n);
+  add_double (b, "rpn_nms_thresh", c->rpn_nms_thresh);
+  add_double (b, "box_score_thresh", c->box_score_thresh);
+  add_double (b, "box_nms_thresh", c->box_nms_thresh);
+  add_int (b, "box_detections_per_img", c->box_detections_per_img);
+  add_double (b, "mask_threshold", c->mask_threshold);
+  json_builder_set_member_name (b, "anchor_sizes");
+  json_builder_begin_array (b);
+  for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
+    json_builder_begin_array (b);
+    for (int i = 0; i < c->n_anchor_sizes; i++)
+      json_builder_add_double_value (b, c->anchor_sizes[l][i]);
+    json_builder_end_array (b);
+  }
+  json_builder_end_array (b);
+  add_floats (b, "aspect_ratios", c->aspect_ratios, c->n_aspect_ratios);
+  add_int (b, "num_classes", m->num_classes);
+  json_builder_set_member_name (b, "blocks");
+  json_builder_begin_array (b);
+  for (int L = 0; L < 4; L++)
+    json_builder_add_int_value (b, m->n_blocks[L]);
+  json_builder_end_array (b);
+  add_int (b, "stem_channels", m->stem.out_channels);
+  add_int (b, "fpn_channels", m->fpn_channels);
+  add_int (b, "representation_size", m->fc6.out_features);
+  json_builder_set_member_name (b, "mask_channels");
+  json_builder_begin_array (b);
+  for (int j = 0; j < m->n_mask_layers; j++)
+    json_builder_add_int_value (b, m->mask_layers[j].out_channels);
+  json_builder_end_array (b);
+  json_builder_set_member_name (b, "class_names");
+  json_builder_begin_array (b);
+  for (int i = 0; i < m->num_classes; i++)
+    json_builder_add_string_value (b, m->class_names[i]);
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+
+  JsonNode *root = json_builder_get_root (b);
+  char *text = json_to_string (root, FALSE);
+  json_node_unref (root);
+  g_object_unref (b);
+  return text;
+}

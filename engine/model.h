@@ -1,0 +1,93 @@
+/* The network as loaded in host memory: shapes, constants and weights with
+ * batch norm already folded into the convolutions.  Backends read it and
+ * never change it. */
+#ifndef MRCNN_MODEL_H
+#define MRCNN_MODEL_H
+
+#include "mrcnn.h"
+
+#define MRCNN_FPN_LEVELS 5   /* P2..P5 and the pooled P6 */
+#define MRCNN_ROI_LEVELS 4   /* ROIAlign reads P2..P5 */
+#define MRCNN_MAX_ANCHOR_SHAPES 8
+#define MRCNN_MAX_MASK_LAYERS 8
+
+typedef struct {
+  int in_channels, out_channels;
+  int kernel, stride, pad;
+  float *weight; /* [out][in][kernel][kernel] */
+  float *bias;   /* [out] */
+} MrcnnConv;
+
+typedef struct {
+  int in_features, out_features;
+  float *weight; /* [out][in] */
+  float *bias;   /* [out] */
+} MrcnnLinear;
+
+/* ConvTranspose2d with kernel 2, stride 2: a per-pixel GEMM to 4 outputs. */
+typedef struct {
+  int in_channels, out_channels;
+  float *weight; /* [out][2][2][in] */
+  float *bias;   /* [out] */
+} MrcnnDeconv;
+
+typedef struct {
+  MrcnnConv conv1, conv2, conv3;
+  gboolean has_downsample;
+  MrcnnConv downsample;
+} MrcnnBottleneck;
+
+typedef struct {
+  int min_size, max_size, size_divisible;
+  float image_mean[3], image_std[3];
+  float backbone_bn_eps;
+
+  int n_anchor_sizes, n_aspect_ratios; /* same for every level */
+  float anchor_sizes[MRCNN_FPN_LEVELS][MRCNN_MAX_ANCHOR_SHAPES];
+  float aspect_ratios[MRCNN_MAX_ANCHOR_SHAPES]; /* height / width */
+
+  int rpn_pre_nms_top_n, rpn_post_nms_top_n;
+  float rpn_nms_thresh, rpn_score_thresh, rpn_min_size;
+
+  float box_score_thresh, box_nms_thresh;
+  int box_detections_per_img;
+  float box_coder_weights[4]; /* wx, wy, ww, wh */
+  float bbox_xform_clip;
+  float box_min_size;
+
+  int box_roi_size, mask_roi_size, sampling_ratio;
+  float mask_threshold;
+} MrcnnConfig;
+
+struct _MrcnnModel {
+  char *path;
+  MrcnnConfig config;
+
+  MrcnnConv stem;
+  int n_blocks[4];
+  MrcnnBottleneck *blocks[4];
+  int stage_channels[4];
+
+  int fpn_channels;
+  MrcnnConv fpn_inner[4], fpn_layer[4];
+
+  int num_anchors; /* per location */
+  MrcnnConv rpn_conv, rpn_cls, rpn_bbox;
+
+  MrcnnLinear fc6, fc7, cls_score, bbox_pred;
+  int num_classes;
+
+  int n_mask_layers;
+  MrcnnConv mask_layers[MRCNN_MAX_MASK_LAYERS];
+  MrcnnDeconv mask_deconv;
+  MrcnnConv mask_logits;
+
+  char **class_names; /* num_classes entries */
+};
+
+void mrcnn_config_init_torchvision (MrcnnConfig *config);
+
+/* Loader for torchvision state_dicts (torchvision_loader.c). */
+MrcnnModel *mrcnn_model_load_torchvision (const char *path, GError **error);
+
+#endif

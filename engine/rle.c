@@ -1,0 +1,126 @@
+/* COCO compressed RLE, bit-compatible with pycocotools' rleToString and
+ * rleFrString: column-major runs starting with zeros, each count stored as
+ * the difference to the count two back in 5-bit groups offset by 48. */
+#include "mrcnn.h"
+
+typedef struct {
+  GString *out;
+  GArray *counts;
+  uint8_t value; /* value of the current run */
+  gint64 run;
+} RleWriter;
+
+static void
+rle_push (RleWriter *w, uint8_t value, gint64 n)
+{
+  if (n <= 0)
+    return;
+  if (value != w->value) {
+    g_array_append_val (w->counts, w->run);
+    w->value = value;
+    w->run = 0;
+  }
+  w->run += n;
+}
+
+static char *
+rle_finish (RleWriter *w)
+{
+  g_array_append_val (w->counts, w->run);
+  const gint64 *cnts = (const gint64 *) w->counts->data;
+  for (guint i = 0; i < w->counts->len; i++) {
+    gint64 x = cnts[i];
+    if (i > 2)
+      x -= cnts[i - 2];
+    gboolean more = TRUE;
+    while (more) {
+      char c = (char) (x & 0x1f);
+      x >>= 5; /* arithmetic shift, as in pycocotools */
+      more = (c & 0x10) ? x != -1 : x != 0;
+      if (more)
+        c |= 0x20;
+      g_string_append_c (w->out, (char) (c + 48));
+    }
+  }
+  g_array_free (w->counts, TRUE);
+  return g_string_free (w->out, FALSE);
+}
+
+static RleWriter
+rle_writer (void)
+{
+  return (RleWriter) { g_string_new (NULL), g_array_new (FALSE, FALSE,
+          sizeof (gint64)), 0, 0 };
+}
+
+char *
+mrcnn_rle_encode (const uint8_t *mask, int width, int height)
+{
+  RleWriter w = rle_writer ();
+  for (int x = 0; x < width; x++)
+    for (int y = 0; y < height; y++)
+      rle_push (&w, mask[(size_t) y * width + x] ? 1 : 0, 1);
+  return rle_finish (&w);
+}
+
+char *
+mrcnn_rle_encode_detection (const MrcnnDetection *d, int width, int height)
+{
+  RleWriter w = rle_writer ();
+  for (int x = 0; x < width; x++) {
+    int mx = x - d->mask_x;
+    if (mx < 0 || mx >= d->mask_width || d->mask_height == 0) {
+      rle_push (&w, 0, height);
+      continue;
+    }
+    rle_push (&w, 0, d->mask_y);
+    for (int y = 0; y < d->mask_height; y++)
+      rle_push (&w, d->mask_binary[(size_t) y * d->mask_width + mx] ? 1 : 0,
+          1);
+    rle_push (&w, 0, height - d->mask_y - d->mask_height);
+  }
+  return rle_finish (&w);
+}
+
+gboolean
+mrcnn_rle_decode (const char *s, int width, int height, uint8_t *mask)
+{
+  gint64 total = (gint64) width * height, pos = 0;
+  GArray *counts = g_array_new (FALSE, FALSE, sizeof (gint64));
+  gboolean ok = TRUE;
+  const char *p = s;
+  while (ok && *p) {
+    gint64 x = 0;
+    int k = 0;
+    gboolean more = TRUE;
+    while (more) {
+      if (!*p || *p < 48 || *p > 48 + 63 || k > 12) {
+        ok = FALSE;
+        break;
+      }
+      int c = *p - 48;
+      x |= (gint64) (c & 0x1f) << (5 * k);
+      more = (c & 0x20) != 0;
+      p++;
+      k++;
+      if (!more && (c & 0x10))
+        x |= (gint64) (~(guint64) 0 << (5 * k));
+    }
+    if (!ok)
+      break;
+    guint m = counts->len;
+    if (m > 2)
+      x += g_array_index (counts, gint64, m - 2);
+    g_array_append_val (counts, x);
+    if (x < 0 || x > total - pos) {
+      ok = FALSE;
+      break;
+    }
+    for (gint64 i = 0; i < x; i++, pos++) {
+      gint64 col = pos / height, row = pos % height;
+      mask[row * width + col] = (uint8_t) (m & 1);
+    }
+  }
+  g_array_free (counts, TRUE);
+  return ok && pos == total;
+}

@@ -1,0 +1,210 @@
+/* mrcnn-detect: runs Mask R-CNN on image files and prints one JSON object
+ * per image with boxes, labels, scores and COCO RLE masks. */
+#include <gdk-pixbuf/gdk-pixbuf.h>
+#include <json-glib/json-glib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mrcnn.h"
+
+static char *model_path;
+static char *backend_name = "auto";
+static char *precision_name = "fp32";
+static double score_threshold = -1, nms_threshold = -1;
+static int max_detections = -1;
+static char *dump_dir;
+static gboolean print_info;
+static char **images;
+
+static const GOptionEntry entries[] = {
+  { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model_path,
+    "Model weights (.safetensors)", "PATH" },
+  { "backend", 'b', 0, G_OPTION_ARG_STRING, &backend_name,
+    "auto, cpu or cuda (default auto)", "NAME" },
+  { "precision", 'p', 0, G_OPTION_ARG_STRING, &precision_name,
+    "fp32 or fp16 (default fp32)", "NAME" },
+  { "score-threshold", 's', 0, G_OPTION_ARG_DOUBLE, &score_threshold,
+    "Minimum detection score (default: the model's)", "X" },
+  { "nms-threshold", 'n', 0, G_OPTION_ARG_DOUBLE, &nms_threshold,
+    "Per-class NMS IoU threshold (default: the model's)", "X" },
+  { "max-detections", 'k', 0, G_OPTION_ARG_INT, &max_detections,
+    "Detections kept per image (default: the model's)", "N" },
+  { "dump-dir", 0, 0, G_OPTION_ARG_FILENAME, &dump_dir,
+    "Write intermediate tensors of the last image as .npy files", "DIR" },
+  { "info", 0, 0, G_OPTION_ARG_NONE, &print_info,
+    "Print the model's shape and constants as JSON and exit", NULL },
+  { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &images, NULL,
+    "IMAGE..." },
+  { NULL },
+};
+
+static int
+die (const char *message)
+{
+  fprintf (stderr, "mrcnn-detect: %s\n", message);
+  return 1;
+}
+
+/* Tightly packed 8-bit RGB copy of a decoded image. */
+static guint8 *
+load_rgb (const char *path, int *width, int *height, GError **error)
+{
+  GdkPixbuf *pixbuf = gdk_pixbuf_new_from_file (path, error);
+  if (!pixbuf)
+    return NULL;
+  int w = gdk_pixbuf_get_width (pixbuf), h = gdk_pixbuf_get_height (pixbuf);
+  int channels = gdk_pixbuf_get_n_channels (pixbuf);
+  int stride = gdk_pixbuf_get_rowstride (pixbuf);
+  const guint8 *src = gdk_pixbuf_read_pixels (pixbuf);
+  guint8 *rgb = g_malloc ((size_t) w * h * 3);
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++)
+      memcpy (rgb + ((size_t) y * w + x) * 3,
+          src + (size_t) y * stride + (size_t) x * channels, 3);
+  g_object_unref (pixbuf);
+  *width = w;
+  *height = h;
+  return rgb;
+}
+
+static char *
+result_json (const char *path, const MrcnnResult *r)
+{
+  JsonBuilder *b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "image");
+  json_builder_add_string_value (b, path);
+  json_builder_set_member_name (b, "width");
+  json_builder_add_int_value (b, r->image_width);
+  json_builder_set_member_name (b, "height");
+  json_builder_add_int_value (b, r->image_height);
+  json_builder_set_member_name (b, "detections");
+  json_builder_begin_array (b);
+  for (int i = 0; i < r->n_detections; i++) {
+    const MrcnnDetection *d = &r->detections[i];
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "label_id");
+    json_builder_add_int_value (b, d->label_id);
+    json_builder_set_member_name (b, "label");
+    json_builder_add_string_value (b, d->label);
+    json_builder_set_member_name (b, "score");
+    json_builder_add_double_value (b, d->score);
+    json_builder_set_member_name (b, "box");
+    json_builder_begin_array (b);
+    for (int k = 0; k < 4; k++)
+      json_builder_add_double_value (b, d->box[k]);
+    json_builder_end_array (b);
+    json_builder_set_member_name (b, "mask");
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "size");
+    json_builder_begin_array (b);
+    json_builder_add_int_value (b, r->image_height);
+    json_builder_add_int_value (b, r->image_width);
+    json_builder_end_array (b);
+    json_builder_set_member_name (b, "counts");
+    char *counts = mrcnn_rle_encode_detection (d, r->image_width,
+        r->image_height);
+    json_builder_add_string_value (b, counts);
+    g_free (counts);
+    json_builder_end_object (b);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  JsonNode *root = json_builder_get_root (b);
+  char *text = json_to_string (root, FALSE);
+  json_node_unref (root);
+  g_object_unref (b);
+  return text;
+}
+
+int
+main (int argc, char **argv)
+{
+  GError *error = NULL;
+  GOptionContext *context = g_option_context_new ("IMAGE...");
+  g_option_context_set_summary (context, "Runs Mask R-CNN on PNG or JPEG "
+      "images and prints one JSON object per image.");
+  g_option_context_add_main_entries (context, entries, NULL);
+  if (!g_option_context_parse (context, &argc, &argv, &error)) {
+    int rc = die (error->message);
+    g_error_free (error);
+    return rc;
+  }
+  g_option_context_free (context);
+
+  MrcnnOptions options;
+  mrcnn_options_init (&options);
+  if (strcmp (backend_name, "auto") == 0)
+    options.backend = MRCNN_BACKEND_AUTO;
+  else if (strcmp (backend_name, "cpu") == 0)
+    options.backend = MRCNN_BACKEND_CPU;
+  else if (strcmp (backend_name, "cuda") == 0)
+    options.backend = MRCNN_BACKEND_CUDA;
+  else
+    return die ("--backend must be auto, cpu or cuda");
+  if (strcmp (precision_name, "fp32") == 0)
+    options.precision = MRCNN_PRECISION_FP32;
+  else if (strcmp (precision_name, "fp16") == 0)
+    options.precision = MRCNN_PRECISION_FP16;
+  else
+    return die ("--precision must be fp32 or fp16");
+  options.score_threshold = (float) score_threshold;
+  options.nms_threshold = (float) nms_threshold;
+  options.max_detections = max_detections;
+  options.dump_dir = dump_dir;
+
+  if (!model_path)
+    return die ("no model given: pass --model PATH to a .safetensors file");
+  if (!print_info && (!images || !images[0]))
+    return die ("no image given (see --help)");
+
+  MrcnnModel *model = mrcnn_model_load (model_path, &error);
+  if (!model) {
+    int rc = die (error->message);
+    g_error_free (error);
+    return rc;
+  }
+  if (print_info) {
+    char *info = mrcnn_model_describe (model);
+    printf ("%s\n", info);
+    g_free (info);
+    mrcnn_model_free (model);
+    return 0;
+  }
+  MrcnnEngine *engine = mrcnn_engine_new (model, &options, &error);
+  if (!engine) {
+    int rc = die (error->message);
+    g_error_free (error);
+    mrcnn_model_free (model);
+    return rc;
+  }
+
+  int rc = 0;
+  MrcnnResult result;
+  mrcnn_result_init (&result);
+  for (int i = 0; images[i] && rc == 0; i++) {
+    int w = 0, h = 0;
+    guint8 *rgb = load_rgb (images[i], &w, &h, &error);
+    MrcnnImage image = { rgb, w, h, 3 * w };
+    if (!rgb || !mrcnn_engine_detect (engine, &image, &result, &error)) {
+      char *message = rgb ? g_strdup_printf ("%s: %s", images[i],
+          error->message) : g_strdup (error->message);
+      rc = die (message);
+      g_free (message);
+      g_clear_error (&error);
+    } else {
+      char *json = result_json (images[i], &result);
+      printf ("%s\n", json);
+      fflush (stdout);
+      g_free (json);
+    }
+    g_free (rgb);
+  }
+  mrcnn_result_clear (&result);
+  mrcnn_engine_free (engine);
+  mrcnn_model_free (model);
+  g_strfreev (images);
+  return rc;
+}
