@@ -48,18 +48,24 @@ mrcnn_geometry_max_padded_area (const MrcnnConfig *c, int *max_h, int *max_w)
 }
 
 void
+mrcnn_linear_tap (int in, int out, int d, int *i0, int *i1, float *lambda)
+{
+  /* torch's CPU kernel: the scale in fp32, the source index in double */
+  float scale = (float) in / (float) out;
+  double src = scale * (d + 0.5) - 0.5;
+  if (src < 0)
+    src = 0;
+  int i = (int) src;
+  *i0 = i;
+  *i1 = i + (i < in - 1 ? 1 : 0);
+  *lambda = (float) (src - i);
+}
+
+void
 mrcnn_linear_taps (int in, int out, int *i0, int *i1, float *lambda)
 {
-  float ratio = (float) in / (float) out;
-  for (int d = 0; d < out; d++) {
-    float src = ratio * ((float) d + 0.5f) - 0.5f;
-    if (src < 0)
-      src = 0;
-    int i = (int) src;
-    i0[d] = i;
-    i1[d] = i + (i < in - 1 ? 1 : 0);
-    lambda[d] = src - (float) i;
-  }
+  for (int d = 0; d < out; d++)
+    mrcnn_linear_tap (in, out, d, &i0[d], &i1[d], &lambda[d]);
 }
 
 void

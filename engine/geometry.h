@@ -22,6 +22,9 @@ size_t mrcnn_geometry_max_padded_area (const MrcnnConfig *config, int *max_h,
 /* Half-pixel bilinear taps (align_corners=False, edge clamp) for resizing
  * an axis of `in` samples to `out`: out[d] = (1-l)*in[i0] + l*in[i1]. */
 void mrcnn_linear_taps (int in, int out, int *i0, int *i1, float *lambda);
+/* The same for one output index. */
+void mrcnn_linear_tap (int in, int out, int d, int *i0, int *i1,
+    float *lambda);
 
 /* Base anchors of one level, (x1, y1, x2, y2) centred on 0, ratio-major:
  * num_anchors x 4 floats. */

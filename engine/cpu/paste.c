@@ -30,21 +30,6 @@ paste_box (const float *box, int padded, int m, int W0, int H0)
   return p;
 }
 
-/* Source coordinate of output index d when resizing in -> out (half-pixel,
- * edge clamp), as mrcnn_linear_taps but for one index. */
-static void
-tap (int in, int out, int d, int *i0, int *i1, float *lambda)
-{
-  float ratio = (float) in / (float) out;
-  float src = ratio * ((float) d + 0.5f) - 0.5f;
-  if (src < 0)
-    src = 0;
-  int i = (int) src;
-  *i0 = i;
-  *i1 = i + (i < in - 1 ? 1 : 0);
-  *lambda = src - (float) i;
-}
-
 void
 cpu_paste (CpuState *s, const MrcnnThresholds *t, MrcnnResult *result)
 {
@@ -95,11 +80,11 @@ cpu_paste (CpuState *s, const MrcnnThresholds *t, MrcnnResult *result)
     for (int y = 0; y < det->mask_height; y++) {
       int y0, y1;
       float ly;
-      tap (Mp, bh, (int) (p.y0 + y - p.y1), &y0, &y1, &ly);
+      mrcnn_linear_tap (Mp, bh, (int) (p.y0 + y - p.y1), &y0, &y1, &ly);
       for (int x = 0; x < det->mask_width; x++) {
         int x0, x1;
         float lx;
-        tap (Mp, bw, (int) (p.x0 + x - p.x1), &x0, &x1, &lx);
+        mrcnn_linear_tap (Mp, bw, (int) (p.x0 + x - p.x1), &x0, &x1, &lx);
         float top = PADDED (y0, x0) * (1.0f - lx) + PADDED (y0, x1) * lx;
         float bottom = PADDED (y1, x0) * (1.0f - lx) + PADDED (y1, x1) * lx;
         float v = top * (1.0f - ly) + bottom * ly;
