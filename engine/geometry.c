@@ -87,6 +87,19 @@ mrcnn_base_anchors (const MrcnnConfig *c, int level, float *out)
 }
 
 void
+mrcnn_level_anchor (const float *base, int num_anchors, int grid_w,
+    int stride_x, int stride_y, int index, float *out)
+{
+  int a = index % num_anchors, cell = index / num_anchors;
+  float sx = (float) ((cell % grid_w) * stride_x);
+  float sy = (float) ((cell / grid_w) * stride_y);
+  out[0] = sx + base[4 * a + 0];
+  out[1] = sy + base[4 * a + 1];
+  out[2] = sx + base[4 * a + 2];
+  out[3] = sy + base[4 * a + 3];
+}
+
+void
 mrcnn_decode_box (const float *box, const float *d, const float *weights,
     float clip, float *out)
 {

@@ -30,6 +30,11 @@ void mrcnn_linear_tap (int in, int out, int d, int *i0, int *i1,
  * num_anchors x 4 floats. */
 void mrcnn_base_anchors (const MrcnnConfig *config, int level, float *out);
 
+/* Anchor `index` ((y * grid_w + x) * num_anchors + a) of a level whose
+ * cells are stride_x by stride_y pixels. */
+void mrcnn_level_anchor (const float *base, int num_anchors, int grid_w,
+    int stride_x, int stride_y, int index, float *out);
+
 /* Decodes deltas (dx, dy, dw, dh) against a box with torchvision's
  * BoxCoder; weights are (wx, wy, ww, wh). */
 void mrcnn_decode_box (const float *box, const float *deltas,

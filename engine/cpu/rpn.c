@@ -56,11 +56,9 @@ cpu_proposals (CpuState *s)
     mrcnn_base_anchors (c, l, &base[0][0]);
     mrcnn_argsort_desc (s->objectness + first, count, s->order);
     for (int i = 0; i < k; i++) {
-      int j = s->order[i], a = j % A, loc = j / A;
-      float sx = (float) ((loc % w) * stride_x);
-      float sy = (float) ((loc / w) * stride_y);
-      float anchor[4] = { sx + base[a][0], sy + base[a][1], sx + base[a][2],
-        sy + base[a][3] };
+      int j = s->order[i];
+      float anchor[4];
+      mrcnn_level_anchor (&base[0][0], A, w, stride_x, stride_y, j, anchor);
       float *box = s->cand_boxes + 4 * n;
       mrcnn_decode_box (anchor, s->rpn_deltas + 4 * (size_t) (first + j),
           unit_weights, c->bbox_xform_clip, box);

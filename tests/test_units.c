@@ -1,0 +1,302 @@
+/* Unit tests for the pieces of the pipeline with discontinuities: resize
+ * sizes, anchors, NMS, top-k ties, ROIAlign sampling and level choice, RLE.
+ * Expected numbers are MODEL_SPEC's worked examples or hand-derived. */
+#include <math.h>
+#include <string.h>
+
+#include "cpu/cpu_backend.h"
+#include "geometry.h"
+
+static MrcnnConfig config;
+
+static void
+test_resize_sizes (void)
+{
+  static const struct {
+    int h, w, rh, rw, ph, pw;
+  } cases[] = {
+    { 480, 640, 800, 1066, 800, 1088 },
+    { 427, 640, 799, 1199, 800, 1216 },
+    { 375, 500, 799, 1066, 800, 1088 },
+    { 1000, 3000, 444, 1332, 448, 1344 },
+    { 1200, 1600, 800, 1066, 800, 1088 },
+    { 900, 1000, 800, 888, 800, 896 },
+    { 640, 480, 1066, 800, 1088, 800 },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    MrcnnGeometry g;
+    g_assert_true (mrcnn_geometry_compute (&config, cases[i].w, cases[i].h,
+            &g, NULL));
+    g_assert_cmpint (g.height, ==, cases[i].rh);
+    g_assert_cmpint (g.width, ==, cases[i].rw);
+    g_assert_cmpint (g.padded_height, ==, cases[i].ph);
+    g_assert_cmpint (g.padded_width, ==, cases[i].pw);
+  }
+  int max_h, max_w;
+  size_t area = mrcnn_geometry_max_padded_area (&config, &max_h, &max_w);
+  g_assert_cmpuint (area, ==, 800 * 1344);
+  g_assert_cmpint (max_w, ==, 1344);
+}
+
+static void
+test_resize_rejects_degenerate (void)
+{
+  MrcnnGeometry g;
+  GError *error = NULL;
+  g_assert_false (mrcnn_geometry_compute (&config, 20000, 1, &g, &error));
+  g_assert_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT);
+  g_assert_nonnull (strstr (error->message, "elongated"));
+  g_clear_error (&error);
+  g_assert_false (mrcnn_geometry_compute (&config, 0, 10, &g, &error));
+  g_assert_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+}
+
+static void
+test_linear_taps (void)
+{
+  /* upscaling 2 -> 4: sources -0.25 (clamped), 0.25, 0.75, 1.25 (edge) */
+  int i0[4], i1[4];
+  float l[4];
+  mrcnn_linear_taps (2, 4, i0, i1, l);
+  g_assert_cmpint (i0[0], ==, 0);
+  g_assert_cmpfloat (l[0], ==, 0.0f);
+  g_assert_cmpfloat_with_epsilon (l[1], 0.25f, 1e-7);
+  g_assert_cmpfloat_with_epsilon (l[2], 0.75f, 1e-7);
+  g_assert_cmpint (i0[3], ==, 1);
+  g_assert_cmpint (i1[3], ==, 1);
+}
+
+static void
+test_base_anchors (void)
+{
+  /* MODEL_SPEC B.5: rounded half sizes, ratio h/w, wide anchor first */
+  static const float expected[5][3][4] = {
+    { { -23, -11, 23, 11 }, { -16, -16, 16, 16 }, { -11, -23, 11, 23 } },
+    { { -45, -23, 45, 23 }, { -32, -32, 32, 32 }, { -23, -45, 23, 45 } },
+    { { -91, -45, 91, 45 }, { -64, -64, 64, 64 }, { -45, -91, 45, 91 } },
+    { { -181, -91, 181, 91 }, { -128, -128, 128, 128 },
+      { -91, -181, 91, 181 } },
+    { { -362, -181, 362, 181 }, { -256, -256, 256, 256 },
+      { -181, -362, 181, 362 } },
+  };
+  for (int level = 0; level < 5; level++) {
+    float base[3][4];
+    mrcnn_base_anchors (&config, level, &base[0][0]);
+    for (int a = 0; a < 3; a++)
+      for (int k = 0; k < 4; k++)
+        g_assert_cmpfloat (base[a][k], ==, expected[level][a][k]);
+  }
+}
+
+static void
+test_level_anchor (void)
+{
+  /* 480x640 pads to 800x1088: the pool level is 13x17 with strides
+   * 800 // 13 = 61 and 1088 // 17 = 64 (MODEL_SPEC C.2) */
+  float base[3][4], anchor[4];
+  mrcnn_base_anchors (&config, 4, &base[0][0]);
+  int stride_y = 800 / 13, stride_x = 1088 / 17;
+  g_assert_cmpint (stride_y, ==, 61);
+  /* cell (y = 2, x = 5), ratio 2 (tall) */
+  mrcnn_level_anchor (&base[0][0], 3, 17, stride_x, stride_y,
+      (2 * 17 + 5) * 3 + 2, anchor);
+  g_assert_cmpfloat (anchor[0], ==, 5 * 64 - 181);
+  g_assert_cmpfloat (anchor[1], ==, 2 * 61 - 362);
+  g_assert_cmpfloat (anchor[2], ==, 5 * 64 + 181);
+  g_assert_cmpfloat (anchor[3], ==, 2 * 61 + 362);
+}
+
+static void
+test_decode_box (void)
+{
+  /* zero deltas return the box; dw is clamped at log(1000/16) */
+  static const float w1[4] = { 1, 1, 1, 1 };
+  float box[4] = { 10, 20, 30, 60 }, zero[4] = { 0 }, out[4];
+  mrcnn_decode_box (box, zero, w1, config.bbox_xform_clip, out);
+  for (int k = 0; k < 4; k++)
+    g_assert_cmpfloat_with_epsilon (out[k], box[k], 1e-5);
+  float big[4] = { 0, 0, 100, 0 };
+  mrcnn_decode_box (box, big, w1, config.bbox_xform_clip, out);
+  g_assert_cmpfloat_with_epsilon (out[2] - out[0], 20.0f * 1000 / 16, 1e-2);
+  /* box coder weights divide: dx 10 / wx 10 moves by one width */
+  float shift[4] = { 10, 0, 0, 0 };
+  mrcnn_decode_box (box, shift, config.box_coder_weights,
+      config.bbox_xform_clip, out);
+  g_assert_cmpfloat_with_epsilon (out[0], 30, 1e-5);
+}
+
+static void
+test_nms (void)
+{
+  /* 0 and 1 overlap with IoU 0.6; 1 and 2 overlap with IoU 0.6 but 0 and
+   * 2 do not: suppressing 1 must leave 2.  Box 3 has IoU exactly 0.5 with
+   * 0 and survives a 0.5 threshold (suppression is strict). */
+  static const float boxes[] = {
+    0, 0, 10, 10,  /* 0 */
+    2.5f, 0, 12.5f, 10, /* 1: inter 75 / union 125 = 0.6 with 0 */
+    5, 0, 15, 10,  /* 2: IoU 1/3 with 0, 0.6 with 1 */
+    0, 0, 10, 5,   /* 3: IoU 0.5 with 0 */
+  };
+  int order[4] = { 0, 1, 2, 3 }, keep[4];
+  uint8_t removed[4];
+  int n = mrcnn_nms (boxes, order, 4, 0.5f, removed, keep);
+  g_assert_cmpint (n, ==, 3);
+  g_assert_cmpint (keep[0], ==, 0);
+  g_assert_cmpint (keep[1], ==, 2);
+  g_assert_cmpint (keep[2], ==, 3);
+  /* the visit order decides: starting from 1 removes 0 and 2 */
+  int order2[4] = { 1, 0, 2, 3 };
+  n = mrcnn_nms (boxes, order2, 4, 0.5f, removed, keep);
+  g_assert_cmpint (n, ==, 2);
+  g_assert_cmpint (keep[0], ==, 1);
+  g_assert_cmpint (keep[1], ==, 3);
+}
+
+static void
+test_argsort_ties (void)
+{
+  static const float scores[] = { 0.5f, 0.9f, 0.5f, 0.9f, 0.1f, 0.5f };
+  int order[6];
+  mrcnn_argsort_desc (scores, 6, order);
+  static const int expected[6] = { 1, 3, 0, 2, 5, 4 };
+  for (int i = 0; i < 6; i++)
+    g_assert_cmpint (order[i], ==, expected[i]);
+}
+
+/* f(y, x) = 2y + 3x + 1: bilinear sampling reproduces it exactly inside
+ * the map, so each pooled cell is f at the mean of its sample points. */
+static void
+test_roi_align (void)
+{
+  enum { H = 8, W = 8 };
+  float f[2 * H * W];
+  for (int c = 0; c < 2; c++)
+    for (int y = 0; y < H; y++)
+      for (int x = 0; x < W; x++)
+        f[(c * H + y) * W + x] = (c + 1) * (2.0f * y + 3.0f * x + 1.0f);
+
+  float out[2 * 2 * 2];
+  float box[4] = { 0, 0, 8, 8 };
+  cpu_roi_align (f, 2, H, W, 1.0f, box, 2, 2, out);
+  /* cell (0,0) samples y, x in {1, 3}; cell (1,1) in {5, 7} */
+  g_assert_cmpfloat_with_epsilon (out[0], 11.0f, 1e-5);
+  g_assert_cmpfloat_with_epsilon (out[3], 31.0f, 1e-5);
+  g_assert_cmpfloat_with_epsilon (out[4 + 3], 62.0f, 1e-5);
+
+  /* scale maps image pixels to the map; a side below 1 is widened to 1 */
+  float small[4] = { 4, 4, 4.4f, 4.4f };
+  cpu_roi_align (f, 1, H, W, 0.5f, small, 1, 2, out);
+  g_assert_cmpfloat_with_epsilon (out[0], 2 * 2.5f + 3 * 2.5f + 1, 1e-5);
+
+  /* samples beyond the map by more than one pixel count as zero, those
+   * within clamp to the edge */
+  float edge[4] = { 6, 8.5f, 10, 10.5f };
+  cpu_roi_align (f, 1, H, W, 1.0f, edge, 1, 2, out);
+  /* y samples 9.0 (> H: zero) and 10.0 (zero): every sample is zero */
+  g_assert_cmpfloat (out[0], ==, 0.0f);
+  float clamp[4] = { 0, 7.2f, 1, 8.2f };
+  cpu_roi_align (f, 1, H, W, 1.0f, clamp, 1, 2, out);
+  /* y samples 7.45 and 7.95 clamp to row 7; x samples 0.25, 0.75 */
+  g_assert_cmpfloat_with_epsilon (out[0], 2 * 7 + 3 * 0.5f + 1, 1e-5);
+}
+
+static void
+test_roi_level (void)
+{
+  /* MODEL_SPEC C.2: 224 px -> level 4, 160 px -> level 3 (floor) */
+  float b224[4] = { 0, 0, 224, 224 }, b160[4] = { 0, 0, 160, 160 };
+  float tiny[4] = { 5, 5, 5, 5 }, huge[4] = { 0, 0, 2000, 2000 };
+  g_assert_cmpint (mrcnn_roi_level (b224, 2, 5), ==, 2);
+  g_assert_cmpint (mrcnn_roi_level (b160, 2, 5), ==, 1);
+  g_assert_cmpint (mrcnn_roi_level (tiny, 2, 5), ==, 0);
+  g_assert_cmpint (mrcnn_roi_level (huge, 2, 5), ==, 3);
+}
+
+static void
+test_rle_known (void)
+{
+  /* 3 wide, 2 high: columns read 00 10 11 -> runs 2,1,1,2; counts from the
+   * fourth on are stored as differences to the one two back: "2111" */
+  static const uint8_t mask[6] = { 0, 1, 1, 0, 0, 1 };
+  char *s = mrcnn_rle_encode (mask, 3, 2);
+  g_assert_cmpstr (s, ==, "2111");
+  uint8_t back[6];
+  g_assert_true (mrcnn_rle_decode (s, 3, 2, back));
+  g_assert_cmpmem (back, 6, mask, 6);
+  g_free (s);
+  static const uint8_t zeros[4] = { 0 };
+  s = mrcnn_rle_encode (zeros, 2, 2);
+  g_assert_cmpstr (s, ==, "4");
+  g_free (s);
+
+  /* a 50x40 rectangle with a hole, as pycocotools' mask.encode writes it */
+  uint8_t *rect = g_new0 (uint8_t, 50 * 40);
+  for (int y = 3; y < 30; y++)
+    for (int x = 7; x < 45; x++)
+      rect[y * 50 + x] = !(y == 10 && x == 10);
+  s = mrcnn_rle_encode (rect, 50, 40);
+  g_assert_cmpstr (s, ==, "k8k0=0000\\OD<<8000000000000000000000000000000000000000000000000000000000000000000U6");
+  g_free (s);
+  g_free (rect);
+
+  g_assert_false (mrcnn_rle_decode ("5", 2, 2, back));   /* too long */
+  g_assert_false (mrcnn_rle_decode ("2", 2, 2, back));   /* too short */
+  g_assert_false (mrcnn_rle_decode ("2 ", 2, 2, back));  /* bad char */
+}
+
+static void
+test_rle_round_trip (void)
+{
+  GRand *rand = g_rand_new_with_seed (7);
+  for (int t = 0; t < 50; t++) {
+    int w = g_rand_int_range (rand, 1, 300), h = g_rand_int_range (rand, 1,
+        200);
+    uint8_t *mask = g_new0 (uint8_t, w * h), *back = g_new (uint8_t, w * h);
+    /* blobs with long runs, and some pixel noise */
+    int bx = g_rand_int_range (rand, 0, w), by = g_rand_int_range (rand, 0, h);
+    int bw = g_rand_int_range (rand, 0, w - bx + 1),
+        bh = g_rand_int_range (rand, 0, h - by + 1);
+    for (int y = by; y < by + bh; y++)
+      for (int x = bx; x < bx + bw; x++)
+        mask[y * w + x] = g_rand_int_range (rand, 0, 20) > 0;
+    char *s = mrcnn_rle_encode (mask, w, h);
+    g_assert_true (mrcnn_rle_decode (s, w, h, back));
+    g_assert_cmpmem (back, w * h, mask, w * h);
+
+    /* a detection holding the blob's window encodes the same */
+    uint8_t *window = g_new0 (uint8_t, MAX (bw * bh, 1));
+    for (int y = 0; y < bh; y++)
+      memcpy (window + y * bw, mask + (by + y) * w + bx, bw);
+    MrcnnDetection det = { .mask_x = bx, .mask_y = by, .mask_width = bw,
+      .mask_height = bh, .mask_binary = window };
+    char *s2 = mrcnn_rle_encode_detection (&det, w, h);
+    g_assert_cmpstr (s2, ==, s);
+    g_free (s2);
+    g_free (window);
+    g_free (s);
+    g_free (mask);
+    g_free (back);
+  }
+  g_rand_free (rand);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  mrcnn_config_init_torchvision (&config);
+  g_test_add_func ("/geometry/resize-sizes", test_resize_sizes);
+  g_test_add_func ("/geometry/resize-degenerate", test_resize_rejects_degenerate);
+  g_test_add_func ("/geometry/linear-taps", test_linear_taps);
+  g_test_add_func ("/anchors/base", test_base_anchors);
+  g_test_add_func ("/anchors/pool-level-stride", test_level_anchor);
+  g_test_add_func ("/boxes/decode", test_decode_box);
+  g_test_add_func ("/nms/greedy-strict", test_nms);
+  g_test_add_func ("/topk/ties", test_argsort_ties);
+  g_test_add_func ("/roi-align/sampling", test_roi_align);
+  g_test_add_func ("/roi-align/level", test_roi_level);
+  g_test_add_func ("/rle/known", test_rle_known);
+  g_test_add_func ("/rle/round-trip", test_rle_round_trip);
+  return g_test_run ();
+}
