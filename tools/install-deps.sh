@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and testing need, where it is missing (Debian 12).
+set -euo pipefail
+
+packages=(meson ninja-build pkg-config gcc libglib2.0-dev libjson-glib-dev
+  libopenblas-dev libgdk-pixbuf-2.0-dev python3 python3-pip python3-numpy
+  python3-pil python3-torchvision)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+fi
+
+# safetensors and pycocotools are not packaged by Debian 12
+if ! /usr/bin/python3 -c "import safetensors, pycocotools" 2>/dev/null; then
+  echo "installing: safetensors pycocotools (PyPI)" >&2
+  /usr/bin/python3 -m pip install -q --break-system-packages safetensors \
+    pycocotools >&2
+fi
