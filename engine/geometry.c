@@ -148,23 +148,30 @@ mrcnn_nms (const float *boxes, const int *order, int n, float threshold,
   return n_keep;
 }
 
-static int
-compare_desc (gconstpointer a, gconstpointer b, gpointer scores_ptr)
-{
-  const float *scores = scores_ptr;
-  int ia = *(const int *) a, ib = *(const int *) b;
-  float sa = scores[ia], sb = scores[ib];
-  if (sa != sb)
-    return sa > sb ? -1 : 1;
-  return ia - ib;
-}
-
 void
-mrcnn_argsort_desc (const float *scores, int n, int *order)
+mrcnn_argsort_desc (const float *scores, int n, int *order, int *scratch)
 {
+  /* bottom-up merge sort: stable, and no allocation */
   for (int i = 0; i < n; i++)
     order[i] = i;
-  g_qsort_with_data (order, n, sizeof (int), compare_desc, (gpointer) scores);
+  int *src = order, *dst = scratch;
+  for (int width = 1; width < n; width *= 2) {
+    for (int lo = 0; lo < n; lo += 2 * width) {
+      int mid = MIN (lo + width, n), hi = MIN (lo + 2 * width, n);
+      int i = lo, j = mid, k = lo;
+      while (i < mid && j < hi)
+        dst[k++] = scores[src[j]] > scores[src[i]] ? src[j++] : src[i++];
+      while (i < mid)
+        dst[k++] = src[i++];
+      while (j < hi)
+        dst[k++] = src[j++];
+    }
+    int *tmp = src;
+    src = dst;
+    dst = tmp;
+  }
+  if (src != order)
+    memcpy (order, src, sizeof (int) * n);
 }
 
 int

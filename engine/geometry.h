@@ -47,8 +47,10 @@ void mrcnn_decode_box (const float *box, const float *deltas,
 int mrcnn_nms (const float *boxes, const int *order, int n, float threshold,
     uint8_t *removed, int *keep);
 
-/* Indices 0..n-1 sorted by score, descending; ties keep index order. */
-void mrcnn_argsort_desc (const float *scores, int n, int *order);
+/* Indices 0..n-1 sorted by score, descending; ties keep index order.
+ * scratch holds n ints. */
+void mrcnn_argsort_desc (const float *scores, int n, int *order,
+    int *scratch);
 
 /* MultiScaleRoIAlign's level of a box in resized pixels, as an index from
  * the finest level k_min (the pyramid level of P2) up to k_max. */

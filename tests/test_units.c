@@ -157,11 +157,23 @@ static void
 test_argsort_ties (void)
 {
   static const float scores[] = { 0.5f, 0.9f, 0.5f, 0.9f, 0.1f, 0.5f };
-  int order[6];
-  mrcnn_argsort_desc (scores, 6, order);
+  int order[6], scratch[6];
+  mrcnn_argsort_desc (scores, 6, order, scratch);
   static const int expected[6] = { 1, 3, 0, 2, 5, 4 };
   for (int i = 0; i < 6; i++)
     g_assert_cmpint (order[i], ==, expected[i]);
+
+  /* a long run against a reference ordering (odd length, many ties) */
+  enum { N = 1001 };
+  float many[N];
+  int sorted[N], tmp[N];
+  for (int i = 0; i < N; i++)
+    many[i] = (float) ((i * 7919) % 13);
+  mrcnn_argsort_desc (many, N, sorted, tmp);
+  for (int i = 1; i < N; i++) {
+    float a = many[sorted[i - 1]], b = many[sorted[i]];
+    g_assert_true (a > b || (a == b && sorted[i - 1] < sorted[i]));
+  }
 }
 
 /* f(y, x) = 2y + 3x + 1: bilinear sampling reproduces it exactly inside

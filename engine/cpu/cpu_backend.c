@@ -123,6 +123,7 @@ cpu_create (const MrcnnModel *m, const MrcnnOptions *options, GError **error)
   ALLOC (objectness, z.anchors);
   ALLOC (rpn_deltas, 4 * z.anchors);
   ALLOC (order, MAX (z.anchors, candidates));
+  ALLOC (sort_scratch, MAX (z.anchors, candidates));
   ALLOC (cand_boxes, 4 * candidates);
   ALLOC (cand_scores, 2 * candidates);
   ALLOC (cand_level, candidates);
@@ -168,7 +169,7 @@ cpu_destroy (gpointer state)
     s->stage_out[1], s->stage_out[2], s->stage_out[3], s->fpn[0], s->fpn[1],
     s->fpn[2], s->fpn[3], s->fpn[4], s->scratch[0], s->scratch[1],
     s->scratch[2], s->scratch[3], s->col, s->objectness, s->rpn_deltas,
-    s->order, s->cand_boxes, s->cand_scores, s->cand_level, s->removed,
+    s->order, s->sort_scratch, s->cand_boxes, s->cand_scores, s->cand_level, s->removed,
     s->keep, s->proposals, s->box_features, s->fc_a, s->fc_b,
     s->class_logits, s->box_regression, s->det_cand_boxes,
     s->det_cand_scores, s->det_cand_labels, s->det_order, s->det_boxes,

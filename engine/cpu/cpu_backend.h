@@ -30,7 +30,8 @@ typedef struct {
   float *objectness;        /* all anchors, level-major, (y*W + x)*A + a */
   float *rpn_deltas;        /* [anchor][dx, dy, dw, dh] */
   int level_start[MRCNN_FPN_LEVELS + 1];
-  int *order;               /* sort scratch, one entry per anchor */
+  int *order;               /* sort output and scratch, one entry per anchor */
+  int *sort_scratch;
   float *cand_boxes;        /* [candidate][4] */
   float *cand_scores;
   int *cand_level;
@@ -49,7 +50,7 @@ typedef struct {
   float *det_cand_boxes;    /* [proposal * (classes - 1)][4] */
   float *det_cand_scores;
   int *det_cand_labels;
-  int *det_order;
+  int *det_order;           /* sorted candidates, then one class's */
   int n_detections;
   float *det_boxes;         /* [detection][4], resized pixels */
   float *det_scores;

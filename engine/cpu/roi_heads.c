@@ -64,7 +64,7 @@ cpu_detect (CpuState *s, const MrcnnThresholds *t)
   /* NMS within each class: visit a class's candidates by score */
   int *order = s->det_order, *keep = s->keep;
   int n_keep = 0;
-  mrcnn_argsort_desc (s->det_cand_scores, n, order);
+  mrcnn_argsort_desc (s->det_cand_scores, n, order, order + n);
   for (int k = 1; k < K; k++) {
     int *class_order = order + n; /* spare room after the sorted order */
     int nk = 0;

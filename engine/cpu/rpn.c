@@ -54,7 +54,8 @@ cpu_proposals (CpuState *s)
     int stride_x = g->padded_width / w;
     float base[MRCNN_MAX_ANCHOR_SHAPES * MRCNN_MAX_ANCHOR_SHAPES][4];
     mrcnn_base_anchors (c, l, &base[0][0]);
-    mrcnn_argsort_desc (s->objectness + first, count, s->order);
+    mrcnn_argsort_desc (s->objectness + first, count, s->order,
+        s->sort_scratch);
     for (int i = 0; i < k; i++) {
       int j = s->order[i];
       float anchor[4];
@@ -95,7 +96,7 @@ cpu_proposals (CpuState *s)
   float *kept_scores = s->cand_scores + n; /* spare room after candidates */
   for (int i = 0; i < n_keep; i++)
     kept_scores[i] = s->cand_scores[s->keep[i]];
-  mrcnn_argsort_desc (kept_scores, n_keep, s->order);
+  mrcnn_argsort_desc (kept_scores, n_keep, s->order, s->sort_scratch);
   s->n_proposals = MIN (n_keep, c->rpn_post_nms_top_n);
   for (int i = 0; i < s->n_proposals; i++)
     memcpy (s->proposals + 4 * i, s->cand_boxes + 4 * s->keep[s->order[i]],
