@@ -98,8 +98,13 @@ cpu_create (const MrcnnModel *m, const MrcnnOptions *options, GError **error)
   int Pb = c->box_roi_size, Pm = c->mask_roi_size;
   size_t mask_width = MAX ((size_t) m->fpn_channels,
       (size_t) 4 * m->mask_deconv.out_channels);
-  for (int j = 0; j < m->n_mask_layers; j++)
+  size_t mask_k = m->mask_deconv.in_channels;
+  for (int j = 0; j < m->n_mask_layers; j++) {
     mask_width = MAX (mask_width, (size_t) m->mask_layers[j].out_channels);
+    mask_k = MAX (mask_k, (size_t) m->mask_layers[j].in_channels * 9);
+  }
+  /* as many detections per GEMM as the im2col tile holds */
+  s->mask_chunk = (int) CLAMP (z.col / (mask_k * Pm * Pm), 1, 64);
 
   size_t total = 0;
   gboolean ok = TRUE;
@@ -143,9 +148,9 @@ cpu_create (const MrcnnModel *m, const MrcnnOptions *options, GError **error)
   ALLOC (det_scores, MRCNN_MAX_DETECTIONS);
   ALLOC (det_labels, MRCNN_MAX_DETECTIONS);
   ALLOC (det_dump, 6 * MRCNN_MAX_DETECTIONS);
-  ALLOC (mask_a, mask_width * Pm * Pm);
-  ALLOC (mask_b, mask_width * Pm * Pm);
-  ALLOC (mask_deconv_out, (size_t) 4 * m->mask_deconv.out_channels * Pm * Pm);
+  ALLOC (mask_a, (size_t) s->mask_chunk * mask_width * Pm * Pm);
+  ALLOC (mask_b, (size_t) s->mask_chunk * mask_width * Pm * Pm);
+  ALLOC (mask_gemm, (size_t) s->mask_chunk * mask_width * Pm * Pm);
   ALLOC (mask_probs, (size_t) MRCNN_MAX_DETECTIONS * 4 * Pm * Pm);
 #undef ALLOC
   if (!ok) {
@@ -174,7 +179,7 @@ cpu_destroy (gpointer state)
     s->class_logits, s->box_regression, s->det_cand_boxes,
     s->det_cand_scores, s->det_cand_labels, s->det_order, s->det_boxes,
     s->det_scores, s->det_labels, s->det_dump, s->mask_a, s->mask_b,
-    s->mask_deconv_out, s->mask_probs,
+    s->mask_gemm, s->mask_probs,
   };
   for (gsize i = 0; i < G_N_ELEMENTS (buffers); i++)
     g_free (buffers[i]);

@@ -57,8 +57,9 @@ typedef struct {
   int *det_labels;
   float *det_dump;          /* [detection][6] for inspection */
 
-  float *mask_a, *mask_b;   /* per-ROI activations of the mask head */
-  float *mask_deconv_out;   /* [4 * Cout][P * P] */
+  int mask_chunk;           /* detections per mask-head GEMM */
+  float *mask_a, *mask_b;   /* [detection in chunk][C][P][P] */
+  float *mask_gemm;         /* [channel][detection in chunk][P][P] */
   float *mask_probs;        /* [detection][2P][2P] */
 } CpuState;
 
@@ -72,6 +73,10 @@ conv_out_size (int in, const MrcnnConv *conv)
 void cpu_conv2d (const MrcnnConv *conv, const float *in, int h, int w,
     float *out, const float *residual, gboolean relu, float *col,
     size_t col_size);
+/* relu(conv) of n images, each [C][h][w] and contiguous, in one GEMM;
+ * col holds C k k x n oh ow floats, gemm_out O x n oh ow. */
+void cpu_conv2d_many (const MrcnnConv *conv, const float *in, int n, int h,
+    int w, float *out, float *gemm_out, float *col);
 /* out[n][out] = act(in[n][in] W^T + b) */
 void cpu_linear (const MrcnnLinear *fc, const float *in, int n, float *out,
     gboolean relu);

@@ -4,16 +4,17 @@
 #include <math.h>
 #include <string.h>
 
+/* Columns for output rows [row0, row0 + rows) into col, whose rows are ld
+ * floats apart. */
 static void
 im2col_rows (const float *in, int c, int h, int w, const MrcnnConv *conv,
-    int ow, int row0, int rows, float *col)
+    int ow, int row0, int rows, float *col, size_t ld)
 {
   int k = conv->kernel, s = conv->stride, p = conv->pad;
-  int n = rows * ow;
   for (int ci = 0; ci < c; ci++)
     for (int ky = 0; ky < k; ky++)
       for (int kx = 0; kx < k; kx++) {
-        float *dst = col + ((size_t) (ci * k + ky) * k + kx) * n;
+        float *dst = col + ((size_t) (ci * k + ky) * k + kx) * ld;
         const float *plane = in + (size_t) ci * h * w;
         for (int r = 0; r < rows; r++) {
           int iy = (row0 + r) * s - p + ky;
@@ -52,7 +53,8 @@ cpu_conv2d (const MrcnnConv *conv, const float *in, int h, int w, float *out,
     g_assert (rows >= 1);
     for (int r0 = 0; r0 < oh; r0 += rows) {
       int n = MIN (rows, oh - r0);
-      im2col_rows (in, conv->in_channels, h, w, conv, ow, r0, n, col);
+      im2col_rows (in, conv->in_channels, h, w, conv, ow, r0, n, col,
+          (size_t) n * ow);
       cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, O, n * ow, K,
           1.0f, conv->weight, K, col, n * ow, 1.0f, out + (size_t) r0 * ow,
           (int) plane);
@@ -66,6 +68,31 @@ cpu_conv2d (const MrcnnConv *conv, const float *in, int h, int w, float *out,
   if (relu)
     for (size_t i = 0; i < total; i++)
       out[i] = out[i] > 0 ? out[i] : 0;
+}
+
+void
+cpu_conv2d_many (const MrcnnConv *conv, const float *in, int n, int h, int w,
+    float *out, float *gemm_out, float *col)
+{
+  int oh = conv_out_size (h, conv), ow = conv_out_size (w, conv);
+  int O = conv->out_channels, C = conv->in_channels;
+  int K = C * conv->kernel * conv->kernel;
+  size_t in_size = (size_t) C * h * w, plane = (size_t) oh * ow;
+  size_t ld = (size_t) n * plane;
+  for (int r = 0; r < n; r++)
+    im2col_rows (in + r * in_size, C, h, w, conv, ow, 0, oh, col + r * plane,
+        ld);
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, O, (int) ld, K,
+      1.0f, conv->weight, K, col, (int) ld, 0.0f, gemm_out, (int) ld);
+  for (int r = 0; r < n; r++)
+    for (int o = 0; o < O; o++) {
+      const float *src = gemm_out + o * ld + r * plane;
+      float *dst = out + ((size_t) r * O + o) * plane;
+      for (size_t i = 0; i < plane; i++) {
+        float v = src[i] + conv->bias[o];
+        dst[i] = v > 0 ? v : 0;
+      }
+    }
 }
 
 void

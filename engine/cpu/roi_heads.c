@@ -96,50 +96,68 @@ cpu_detect (CpuState *s, const MrcnnThresholds *t)
   }
 }
 
-void
-cpu_masks (CpuState *s)
+/* The mask head on detections [first, first + n), n <= mask_chunk: every
+ * layer is one GEMM over the chunk. */
+static void
+mask_chunk (CpuState *s, int first, int n)
 {
   const MrcnnModel *m = s->model;
-  int P = m->config.mask_roi_size, P2 = 2 * P;
-  size_t plane = (size_t) P * P;
   const MrcnnDeconv *dc = &m->mask_deconv;
-  for (int d = 0; d < s->n_detections; d++) {
-    float *x = s->mask_a, *y = s->mask_b;
-    cpu_roi_pool (s, s->det_boxes + 4 * d, P, x);
-    for (int j = 0; j < m->n_mask_layers; j++) {
-      cpu_conv2d (&m->mask_layers[j], x, P, P, y, NULL, TRUE, s->col,
-          s->col_size);
-      float *tmp = x;
-      x = y;
-      y = tmp;
-    }
+  int P = m->config.mask_roi_size, P2 = 2 * P;
+  size_t plane = (size_t) P * P, ld = (size_t) n * plane;
+  int cin = dc->in_channels, cout = dc->out_channels;
+  float *x = s->mask_a, *y = s->mask_b;
+  for (int r = 0; r < n; r++)
+    cpu_roi_pool (s, s->det_boxes + 4 * (first + r), P,
+        x + (size_t) r * m->fpn_channels * plane);
+  for (int j = 0; j < m->n_mask_layers; j++) {
+    cpu_conv2d_many (&m->mask_layers[j], x, n, P, P, y, s->mask_gemm, s->col);
+    float *tmp = x;
+    x = y;
+    y = tmp;
+  }
 
-    /* deconv 2x2 stride 2: [4 Cout][Cin] x [Cin][P*P], then pixel shuffle
-     * with bias and ReLU into y = [Cout][2P][2P] */
-    int cin = dc->in_channels, cout = dc->out_channels;
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, 4 * cout,
-        (int) plane, cin, 1.0f, dc->weight, cin, x, (int) plane, 0.0f,
-        s->mask_deconv_out, (int) plane);
+  /* deconv 2x2 stride 2 as [4 Cout][Cin] x [Cin][n P P], then a pixel
+   * shuffle with bias and ReLU into y = [n][Cout][2P][2P] */
+  for (int r = 0; r < n; r++)
+    for (int c = 0; c < cin; c++)
+      memcpy (s->col + c * ld + r * plane, x + ((size_t) r * cin + c) * plane,
+          sizeof (float) * plane);
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, 4 * cout, (int) ld,
+      cin, 1.0f, dc->weight, cin, s->col, (int) ld, 0.0f, s->mask_gemm,
+      (int) ld);
+  for (int r = 0; r < n; r++)
     for (int o = 0; o < cout; o++)
       for (int tap = 0; tap < 4; tap++) {
-        const float *src = s->mask_deconv_out + ((size_t) o * 4 + tap) * plane;
+        const float *src = s->mask_gemm + ((size_t) o * 4 + tap) * ld
+            + r * plane;
+        float *dst = y + ((size_t) r * cout + o) * P2 * P2;
         int a = tap / 2, b = tap % 2;
         for (int i = 0; i < P; i++)
           for (int jx = 0; jx < P; jx++) {
             float v = src[i * P + jx] + dc->bias[o];
-            y[((size_t) o * P2 + 2 * i + a) * P2 + 2 * jx + b] = v > 0 ? v : 0;
+            dst[(2 * i + a) * P2 + 2 * jx + b] = v > 0 ? v : 0;
           }
       }
 
-    /* logits of the detected class only, then sigmoid */
-    int label = s->det_labels[d];
+  /* logits of the detected class only, then sigmoid */
+  for (int r = 0; r < n; r++) {
+    int label = s->det_labels[first + r];
     const float *wl = m->mask_logits.weight + (size_t) label * cout;
-    float *probs = s->mask_probs + (size_t) d * P2 * P2;
+    const float *feat = y + (size_t) r * cout * P2 * P2;
+    float *probs = s->mask_probs + (size_t) (first + r) * P2 * P2;
     for (int p = 0; p < P2 * P2; p++) {
       float v = m->mask_logits.bias[label];
       for (int ch = 0; ch < cout; ch++)
-        v += wl[ch] * y[(size_t) ch * P2 * P2 + p];
+        v += wl[ch] * feat[(size_t) ch * P2 * P2 + p];
       probs[p] = 1.0f / (1.0f + expf (-v));
     }
   }
+}
+
+void
+cpu_masks (CpuState *s)
+{
+  for (int d = 0; d < s->n_detections; d += s->mask_chunk)
+    mask_chunk (s, d, MIN (s->mask_chunk, s->n_detections - d));
 }
