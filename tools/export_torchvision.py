@@ -146,6 +146,8 @@ def main():
         model.load_state_dict(state)
         model.eval()
     else:
+        if class_names is None and args.arch == "narrow":
+            class_names = models.NARROW_CLASS_NAMES
         if class_names is not None:
             options["num_classes"] = len(class_names)
         model = models.calibrated_model(args.arch, seed=args.random_seed, **options)
