@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import torch
 from PIL import Image
+from pycocotools import mask as coco_mask
 
 from models import to_tensor
 
@@ -102,7 +103,12 @@ def rle_decode(counts, height, width):
     if any(run < 0 for run in runs) or sum(runs) != height * width:
         raise ValueError(f"RLE does not describe a {height}x{width} mask")
     flat = np.repeat(np.arange(len(runs)) % 2 == 1, runs)
-    return flat.reshape(width, height).T
+    mask = flat.reshape(width, height).T
+    # the format's own decoder must read it the same way
+    coco = coco_mask.decode({"size": [height, width], "counts": counts.encode()})
+    if not np.array_equal(mask, coco.astype(bool)):
+        raise ValueError("pycocotools decodes this RLE differently")
+    return mask
 
 
 def box_iou(a, b):
