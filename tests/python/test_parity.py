@@ -153,6 +153,34 @@ def check_image(checks, detect, model, model_path, image_path, image, class_name
     harness.compare_masks(checks, f"{name} output masks", ref, pairs, dets, height, width)
 
 
+def check_thresholds(checks, detect, model, model_path, image_path, image):
+    """The engine's threshold options against torchvision with the same
+    roi_heads settings."""
+    name = f"{image_path.stem} thresholds"
+    score, nms, cap = 0.3, 0.3, 10
+    heads = model.roi_heads
+    defaults = heads.score_thresh, heads.nms_thresh, heads.detections_per_img
+    heads.score_thresh, heads.nms_thresh, heads.detections_per_img = score, nms, cap
+    try:
+        ref = harness.reference(model, image)
+    finally:
+        heads.score_thresh, heads.nms_thresh, heads.detections_per_img = defaults
+    try:
+        dets = harness.detect_json(detect, ["--model", model_path, "--score-threshold", score,
+                                            "--nms-threshold", nms, "--max-detections", cap,
+                                            image_path])[0]["detections"]
+    except (RuntimeError, ValueError, IndexError) as error:
+        checks.check(f"{name} mrcnn-detect", False, str(error))
+        return
+    checks.check(f"{name} reference", len(ref["scores"]) >= MIN_REFERENCE_DETECTIONS,
+                 f"score > {score}, NMS {nms}, at most {cap}: torchvision gives "
+                 f"{len(ref['scores'])} detections")
+    harness.compare_detections(
+        checks, name, ref["boxes"], ref["scores"], ref["labels"],
+        np.array([d["box"] for d in dets]).reshape(-1, 4), np.array([d["score"] for d in dets]),
+        np.array([d["label_id"] for d in dets]), score, cap)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--detect", required=True, help="the mrcnn-detect executable")
@@ -173,6 +201,7 @@ def main():
             image_path = scratch / f"{args.model}-{height}x{width}.png"
             harness.save_png(image, image_path)
             check_image(checks, args.detect, model, model_path, image_path, image, class_names, scratch)
+        check_thresholds(checks, args.detect, model, model_path, image_path, image)
     checks.finish()
 
 
