@@ -152,6 +152,7 @@ cpu_create (const MrcnnModel *m, const MrcnnOptions *options, GError **error)
   ALLOC (mask_b, (size_t) s->mask_chunk * mask_width * Pm * Pm);
   ALLOC (mask_gemm, (size_t) s->mask_chunk * mask_width * Pm * Pm);
   ALLOC (mask_probs, (size_t) MRCNN_MAX_DETECTIONS * 4 * Pm * Pm);
+  ALLOC (paste, MRCNN_MAX_DETECTIONS);
 #undef ALLOC
   if (!ok) {
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_BACKEND,
@@ -179,7 +180,7 @@ cpu_destroy (gpointer state)
     s->class_logits, s->box_regression, s->det_cand_boxes,
     s->det_cand_scores, s->det_cand_labels, s->det_order, s->det_boxes,
     s->det_scores, s->det_labels, s->det_dump, s->mask_a, s->mask_b,
-    s->mask_gemm, s->mask_probs,
+    s->mask_gemm, s->mask_probs, s->paste,
   };
   for (gsize i = 0; i < G_N_ELEMENTS (buffers); i++)
     g_free (buffers[i]);

@@ -7,6 +7,12 @@
 
 
 
+/* Where a detection's mask lands in the original image. */
+typedef struct {
+  int64_t x1, y1, x2, y2;   /* box expanded by the mask border, truncated */
+  int x0, y0, x_end, y_end; /* clipped to the image */
+} PasteBox;
+
 typedef struct {
   const MrcnnModel *model;
   MrcnnGeometry geometry;
@@ -61,6 +67,7 @@ typedef struct {
   float *mask_a, *mask_b;   /* [detection in chunk][C][P][P] */
   float *mask_gemm;         /* [channel][detection in chunk][P][P] */
   float *mask_probs;        /* [detection][2P][2P] */
+  PasteBox *paste;          /* [detection] */
 } CpuState;
 
 static inline int

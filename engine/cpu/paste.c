@@ -3,12 +3,6 @@
 #include "cpu_backend.h"
 
 #include <math.h>
-#include <string.h>
-
-typedef struct {
-  int64_t x1, y1, x2, y2; /* expanded integer box */
-  int x0, y0, x_end, y_end; /* clipped to the image */
-} PasteBox;
 
 static PasteBox
 paste_box (const float *box, int padded, int m, int W0, int H0)
@@ -40,33 +34,32 @@ cpu_paste (CpuState *s, const MrcnnThresholds *t, MrcnnResult *result)
   float ratio_h = (float) H0 / (float) g->height;
   int n = s->n_detections;
 
-  /* boxes in original pixels, and the room their masks need */
-  float boxes[4 * MRCNN_MAX_DETECTIONS];
+  /* boxes in original pixels, their mask rectangles, and the room the
+   * masks need */
+  mrcnn_result_reserve (result, n, 0);
   size_t pixels = 0;
   for (int d = 0; d < n; d++) {
+    MrcnnDetection *det = &result->detections[d];
     const float *b = s->det_boxes + 4 * d;
-    float *o = boxes + 4 * d;
-    o[0] = b[0] * ratio_w;
-    o[1] = b[1] * ratio_h;
-    o[2] = b[2] * ratio_w;
-    o[3] = b[3] * ratio_h;
-    PasteBox p = paste_box (o, 1, M, W0, H0);
-    pixels += (size_t) MAX (p.x_end - p.x0, 0) * MAX (p.y_end - p.y0, 0);
+    det->box[0] = b[0] * ratio_w;
+    det->box[1] = b[1] * ratio_h;
+    det->box[2] = b[2] * ratio_w;
+    det->box[3] = b[3] * ratio_h;
+    det->score = s->det_scores[d];
+    det->label_id = s->det_labels[d];
+    PasteBox p = s->paste[d] = paste_box (det->box, 1, M, W0, H0);
+    det->mask_x = p.x0;
+    det->mask_y = p.y0;
+    det->mask_width = MAX (p.x_end - p.x0, 0);
+    det->mask_height = MAX (p.y_end - p.y0, 0);
+    pixels += (size_t) det->mask_width * det->mask_height;
   }
   mrcnn_result_reserve (result, n, pixels);
 
   size_t offset = 0;
   for (int d = 0; d < n; d++) {
     MrcnnDetection *det = &result->detections[d];
-    const float *o = boxes + 4 * d;
-    memcpy (det->box, o, sizeof det->box);
-    det->score = s->det_scores[d];
-    det->label_id = s->det_labels[d];
-    PasteBox p = paste_box (o, 1, M, W0, H0);
-    det->mask_x = p.x0;
-    det->mask_y = p.y0;
-    det->mask_width = MAX (p.x_end - p.x0, 0);
-    det->mask_height = MAX (p.y_end - p.y0, 0);
+    PasteBox p = s->paste[d];
     det->mask = result->mask_storage + offset;
     det->mask_binary = result->binary_storage + offset;
     offset += (size_t) det->mask_width * det->mask_height;
