@@ -144,6 +144,7 @@ cpu_create (const MrcnnModel *m, const MrcnnOptions *options, GError **error)
   ALLOC (det_cand_scores, det_candidates);
   ALLOC (det_cand_labels, det_candidates);
   ALLOC (det_order, 2 * det_candidates);
+  ALLOC (class_start, K);
   ALLOC (det_boxes, 4 * MRCNN_MAX_DETECTIONS);
   ALLOC (det_scores, MRCNN_MAX_DETECTIONS);
   ALLOC (det_labels, MRCNN_MAX_DETECTIONS);
@@ -178,7 +179,7 @@ cpu_destroy (gpointer state)
     s->order, s->sort_scratch, s->cand_boxes, s->cand_scores, s->cand_level, s->removed,
     s->keep, s->proposals, s->box_features, s->fc_a, s->fc_b,
     s->class_logits, s->box_regression, s->det_cand_boxes,
-    s->det_cand_scores, s->det_cand_labels, s->det_order, s->det_boxes,
+    s->det_cand_scores, s->det_cand_labels, s->det_order, s->class_start, s->det_boxes,
     s->det_scores, s->det_labels, s->det_dump, s->mask_a, s->mask_b,
     s->mask_gemm, s->mask_probs, s->paste,
   };

@@ -56,7 +56,8 @@ typedef struct {
   float *det_cand_boxes;    /* [proposal * (classes - 1)][4] */
   float *det_cand_scores;
   int *det_cand_labels;
-  int *det_order;           /* sorted candidates, then one class's */
+  int *det_order;           /* candidates by score, then grouped by class */
+  int *class_start;         /* [class] */
   int n_detections;
   float *det_boxes;         /* [detection][4], resized pixels */
   float *det_scores;

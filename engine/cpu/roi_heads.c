@@ -61,18 +61,23 @@ cpu_detect (CpuState *s, const MrcnnThresholds *t)
     }
   }
 
-  /* NMS within each class: visit a class's candidates by score */
-  int *order = s->det_order, *keep = s->keep;
+  /* NMS within each class: group the score-sorted candidates by class
+   * (a stable counting sort), then visit each group in score order */
+  int *order = s->det_order, *by_class = s->det_order + n, *keep = s->keep;
+  int *start = s->class_start; /* counts, then each class's first index */
+  mrcnn_argsort_desc (s->det_cand_scores, n, order, by_class);
+  memset (start, 0, sizeof (int) * K);
+  for (int i = 0; i < n; i++)
+    start[s->det_cand_labels[i]]++;
+  for (int k = 1; k < K; k++)
+    start[k] += start[k - 1];
+  for (int i = n - 1; i >= 0; i--)
+    by_class[--start[s->det_cand_labels[order[i]]]] = order[i];
   int n_keep = 0;
-  mrcnn_argsort_desc (s->det_cand_scores, n, order, order + n);
   for (int k = 1; k < K; k++) {
-    int *class_order = order + n; /* spare room after the sorted order */
-    int nk = 0;
-    for (int i = 0; i < n; i++)
-      if (s->det_cand_labels[order[i]] == k)
-        class_order[nk++] = order[i];
-    n_keep += mrcnn_nms (s->det_cand_boxes, class_order, nk, t->nms,
-        s->removed, keep + n_keep);
+    int begin = start[k], stop = k + 1 < K ? start[k + 1] : n;
+    n_keep += mrcnn_nms (s->det_cand_boxes, by_class + begin, stop - begin,
+        t->nms, s->removed, keep + n_keep);
   }
 
   /* kept candidates by score; ties in candidate order, as torch sorts */
