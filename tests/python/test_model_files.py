@@ -162,10 +162,10 @@ def compare_runs(checks, name, expected, actual, score_thresh, cap):
     harness.compare_detections(checks, name, *columns(expected), *columns(actual), score_thresh, cap)
 
 
-def check_refused(checks, detect, name, model_path, image_path, culprit, keywords):
+def check_refused(checks, detect, name, model_path, image_path, culprit, keywords, options=()):
     """The run must fail cleanly: exit status 1..127 (not a signal), nothing
-    on stdout, one line on stderr naming the culprit file and the problem."""
-    result = harness.run_detect(detect, ["--model", model_path, image_path])
+    on stdout, one line on stderr naming the culprit and the problem."""
+    result = harness.run_detect(detect, [*options, "--model", model_path, image_path])
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     message = lines[0] if lines else ""
     missing = [word for word in [str(culprit), *keywords] if word.lower() not in message.lower()]
@@ -304,6 +304,16 @@ def main():
         not_an_image = scratch / "not-an-image.png"
         not_an_image.write_bytes(b"this is not a PNG file\n" * 10)
         check_refused(checks, detect, "undecodable image", current, not_an_image, not_an_image, [])
+
+        # options this build cannot serve, or out of range
+        for name, options, culprit, keywords in [
+                ("cuda backend", ["--backend", "cuda"], "CUDA", ["not available"]),
+                ("fp16 on the CPU", ["--precision", "fp16"], "fp16", ["CPU"]),
+                ("unknown backend", ["--backend", "tpu"], "--backend", ["auto, cpu or cuda"]),
+                ("score threshold above 1", ["--score-threshold", "2"], "thresholds", ["[0, 1]"]),
+                ("max detections above 1000", ["--max-detections", "5000"], "max detections",
+                 ["1000"])]:
+            check_refused(checks, detect, name, current, image_path, culprit, keywords, options)
     checks.finish()
 
 
