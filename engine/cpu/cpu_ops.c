@@ -41,13 +41,9 @@ cpu_conv2d (const MrcnnConv *conv, const float *in, int h, int w, float *out,
       * conv->kernel;
   size_t plane = (size_t) oh * ow;
 
-  for (int o = 0; o < O; o++)
-    for (size_t i = 0; i < plane; i++)
-      out[o * plane + i] = conv->bias[o];
-
   if (conv->kernel == 1 && conv->stride == 1 && conv->pad == 0) {
     cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, O, (int) plane, K,
-        1.0f, conv->weight, K, in, (int) plane, 1.0f, out, (int) plane);
+        1.0f, conv->weight, K, in, (int) plane, 0.0f, out, (int) plane);
   } else {
     int rows = (int) MIN ((size_t) oh, col_size / ((size_t) K * ow));
     g_assert (rows >= 1);
@@ -56,18 +52,29 @@ cpu_conv2d (const MrcnnConv *conv, const float *in, int h, int w, float *out,
       im2col_rows (in, conv->in_channels, h, w, conv, ow, r0, n, col,
           (size_t) n * ow);
       cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, O, n * ow, K,
-          1.0f, conv->weight, K, col, n * ow, 1.0f, out + (size_t) r0 * ow,
+          1.0f, conv->weight, K, col, n * ow, 0.0f, out + (size_t) r0 * ow,
           (int) plane);
     }
   }
 
-  size_t total = (size_t) O * plane;
-  if (residual)
-    for (size_t i = 0; i < total; i++)
-      out[i] += residual[i];
-  if (relu)
-    for (size_t i = 0; i < total; i++)
-      out[i] = out[i] > 0 ? out[i] : 0;
+  /* bias, residual and ReLU in one pass over the output */
+  for (int o = 0; o < O; o++) {
+    float bias = conv->bias[o];
+    float *dst = out + o * plane;
+    const float *res = residual ? residual + o * plane : NULL;
+    if (res && relu)
+      for (size_t i = 0; i < plane; i++)
+        dst[i] = MAX (dst[i] + bias + res[i], 0.0f);
+    else if (res)
+      for (size_t i = 0; i < plane; i++)
+        dst[i] = dst[i] + bias + res[i];
+    else if (relu)
+      for (size_t i = 0; i < plane; i++)
+        dst[i] = MAX (dst[i] + bias, 0.0f);
+    else
+      for (size_t i = 0; i < plane; i++)
+        dst[i] += bias;
+  }
 }
 
 void
