@@ -46,7 +46,7 @@ resnet (CpuState *s)
     for (int i = 0; i < m->n_blocks[L]; i++) {
       float *free_bufs[3];
       int k = 0;
-      for (int j = 0; j < 4; j++)
+      for (int j = 0; j < 4 && k < 3; j++)
         if (t[j] != x)
           free_bufs[k++] = t[j];
       gboolean last = i == m->n_blocks[L] - 1;
