@@ -1,18 +1,31 @@
 #!/usr/bin/env bash
-# Builds the project and runs every test; the last line reads
+# Builds the project and runs every test twice: in the normal build, and in
+# a build with AddressSanitizer and UndefinedBehaviorSanitizer (any report,
+# leaks included, fails the test).  The last line reads
 # "N passed, N failed, N skipped".  Extra arguments go to `meson test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash tools/install-deps.sh
-if [ -d build/meson-private ]; then
-  meson setup --reconfigure build >/dev/null
-else
-  meson setup build >/dev/null
-fi
-ninja -C build
+
+setup () {
+  local dir=$1
+  shift
+  if [ -d "$dir/meson-private" ]; then
+    meson setup --reconfigure "$dir" "$@" >/dev/null
+  else
+    meson setup "$dir" "$@" >/dev/null
+  fi
+  ninja -C "$dir"
+}
+
+setup build
+setup build-sanitize -Db_sanitize=address,undefined -Db_lundef=false
 
 rc=0
 meson test -C build --print-errorlogs "$@" || rc=$?
-/usr/bin/python3 tools/test_summary.py build/meson-logs/testlog.json
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+  meson test -C build-sanitize --print-errorlogs "$@" || rc=$?
+/usr/bin/python3 tools/test_summary.py build/meson-logs/testlog.json \
+  build-sanitize/meson-logs/testlog.json
 exit $rc
