@@ -1,5 +1,6 @@
 /* Unit tests for the pieces of the pipeline with discontinuities: resize
- * sizes, anchors, NMS, top-k ties, ROIAlign sampling and level choice, RLE.
+ * sizes, anchors, NMS, top-k ties, ROIAlign sampling and level choice, RLE,
+ * and the im2col convolution against its definition.
  * Expected numbers are MODEL_SPEC's worked examples or hand-derived. */
 #include <math.h>
 #include <string.h>
@@ -225,6 +226,85 @@ test_roi_level (void)
   g_assert_cmpint (mrcnn_roi_level (huge, 2, 5), ==, 3);
 }
 
+/* Direct convolution, the definition, for checking the im2col path. */
+static float
+conv_at (const MrcnnConv *c, const float *in, int h, int w, int o, int oy,
+    int ox)
+{
+  double acc = c->bias[o];
+  for (int ci = 0; ci < c->in_channels; ci++)
+    for (int ky = 0; ky < c->kernel; ky++)
+      for (int kx = 0; kx < c->kernel; kx++) {
+        int iy = oy * c->stride - c->pad + ky, ix = ox * c->stride - c->pad
+            + kx;
+        if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+          acc += (double) c->weight[((o * c->in_channels + ci) * c->kernel
+                  + ky) * c->kernel + kx] * in[(ci * h + iy) * w + ix];
+      }
+  return (float) acc;
+}
+
+static void
+test_conv2d (void)
+{
+  static const int shapes[][3] = { /* kernel, stride, pad */
+    { 1, 1, 0 }, { 1, 2, 0 }, { 3, 1, 1 }, { 3, 2, 1 }, { 7, 2, 3 },
+    { 3, 1, 0 }, { 3, 2, 2 },
+  };
+  static const int sizes[] = { 1, 2, 5, 9 };
+  GRand *rand = g_rand_new_with_seed (3);
+  float in[3 * 9 * 9], out[4 * 9 * 9], col[3 * 49 * 9 * 9];
+  float weight[4 * 3 * 49], bias[4];
+  for (gsize i = 0; i < G_N_ELEMENTS (in); i++)
+    in[i] = (float) g_rand_double_range (rand, -1, 1);
+  for (gsize i = 0; i < G_N_ELEMENTS (weight); i++)
+    weight[i] = (float) g_rand_double_range (rand, -1, 1);
+  for (int o = 0; o < 4; o++)
+    bias[o] = (float) g_rand_double_range (rand, -1, 1);
+  for (gsize k = 0; k < G_N_ELEMENTS (shapes); k++)
+    for (gsize a = 0; a < G_N_ELEMENTS (sizes); a++)
+      for (gsize b = 0; b < G_N_ELEMENTS (sizes); b++) {
+        MrcnnConv c = { 3, 4, shapes[k][0], shapes[k][1], shapes[k][2],
+          weight, bias };
+        int h = sizes[a], w = sizes[b];
+        int oh = conv_out_size (h, &c), ow = conv_out_size (w, &c);
+        if (oh < 1 || ow < 1)
+          continue;
+        /* a tile of one output row forces the row-tiled path */
+        size_t col_size = (size_t) 3 * c.kernel * c.kernel * ow;
+        cpu_conv2d (&c, in, h, w, out, NULL, FALSE, col, col_size);
+        for (int o = 0; o < 4; o++)
+          for (int y = 0; y < oh; y++)
+            for (int x = 0; x < ow; x++)
+              g_assert_cmpfloat_with_epsilon (out[(o * oh + y) * ow + x],
+                  conv_at (&c, in, h, w, o, y, x), 1e-4);
+      }
+  g_rand_free (rand);
+}
+
+static void
+test_conv2d_many (void)
+{
+  /* n images through one GEMM equal n separate convolutions + ReLU */
+  enum { N = 3, C = 2, O = 3, H = 4 };
+  float in[N * C * H * H], weight[O * C * 9], bias[O];
+  float many[N * O * H * H], one[O * H * H], gemm[N * O * H * H];
+  float col[C * 9 * N * H * H];
+  for (gsize i = 0; i < G_N_ELEMENTS (in); i++)
+    in[i] = (float) ((i * 37) % 11) - 5;
+  for (gsize i = 0; i < G_N_ELEMENTS (weight); i++)
+    weight[i] = (float) ((i * 13) % 7) - 3;
+  for (int o = 0; o < O; o++)
+    bias[o] = (float) o - 1;
+  MrcnnConv c = { C, O, 3, 1, 1, weight, bias };
+  cpu_conv2d_many (&c, in, N, H, H, many, gemm, col);
+  for (int n = 0; n < N; n++) {
+    cpu_conv2d (&c, in + n * C * H * H, H, H, one, NULL, TRUE, col,
+        G_N_ELEMENTS (col));
+    g_assert_cmpmem (many + n * O * H * H, sizeof one, one, sizeof one);
+  }
+}
+
 static void
 test_rle_known (void)
 {
@@ -308,6 +388,8 @@ main (int argc, char **argv)
   g_test_add_func ("/topk/ties", test_argsort_ties);
   g_test_add_func ("/roi-align/sampling", test_roi_align);
   g_test_add_func ("/roi-align/level", test_roi_level);
+  g_test_add_func ("/conv/im2col-vs-direct", test_conv2d);
+  g_test_add_func ("/conv/many-vs-one", test_conv2d_many);
   g_test_add_func ("/rle/known", test_rle_known);
   g_test_add_func ("/rle/round-trip", test_rle_round_trip);
   return g_test_run ();

@@ -4,6 +4,13 @@
 #include <math.h>
 #include <string.h>
 
+/* floor(a / b) for b > 0 */
+static inline int
+floor_div (int a, int b)
+{
+  return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
 /* Columns for output rows [row0, row0 + rows) into col, whose rows are ld
  * floats apart. */
 static void
@@ -23,11 +30,19 @@ im2col_rows (const float *in, int c, int h, int w, const MrcnnConv *conv,
             memset (d, 0, sizeof (float) * ow);
             continue;
           }
-          const float *src = plane + (size_t) iy * w;
-          for (int ox = 0; ox < ow; ox++) {
-            int ix = ox * s - p + kx;
-            d[ox] = (ix >= 0 && ix < w) ? src[ix] : 0.0f;
-          }
+          /* outputs whose input column ox * s - p + kx lies in [0, w) */
+          const float *src = plane + (size_t) iy * w + kx - p;
+          int lo = MIN (MAX (-floor_div (kx - p, s), 0), ow);
+          int hi = MAX (MIN (floor_div (w - 1 + p - kx, s) + 1, ow), lo);
+          for (int ox = 0; ox < lo; ox++)
+            d[ox] = 0.0f;
+          if (s == 1)
+            memcpy (d + lo, src + lo, sizeof (float) * (hi - lo));
+          else
+            for (int ox = lo; ox < hi; ox++)
+              d[ox] = src[ox * s];
+          for (int ox = hi; ox < ow; ox++)
+            d[ox] = 0.0f;
         }
       }
 }
