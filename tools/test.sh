@@ -20,7 +20,8 @@ setup () {
 }
 
 setup build
-setup build-sanitize -Db_sanitize=address,undefined -Db_lundef=false
+setup build-sanitize --buildtype=debugoptimized -Db_sanitize=address,undefined \
+  -Db_lundef=false
 
 rc=0
 meson test -C build --print-errorlogs "$@" || rc=$?
