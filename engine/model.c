@@ -190,7 +190,16 @@ mrcnn_model_describe (const MrcnnModel *m)
     json_builder_end_array (b);
   }
   json_builder_end_array (b);
-  add_floats (b, "aspect_ratios", c->aspect_ratios, c->n_aspect_ratios);
+  /* per level, like anchor_sizes and the metadata (the same on each) */
+  json_builder_set_member_name (b, "aspect_ratios");
+  json_builder_begin_array (b);
+  for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
+    json_builder_begin_array (b);
+    for (int i = 0; i < c->n_aspect_ratios; i++)
+      json_builder_add_double_value (b, c->aspect_ratios[i]);
+    json_builder_end_array (b);
+  }
+  json_builder_end_array (b);
   add_int (b, "num_classes", m->num_classes);
   json_builder_set_member_name (b, "blocks");
   json_builder_begin_array (b);
