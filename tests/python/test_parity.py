@@ -44,6 +44,7 @@ IMAGES = {
         (1500, 2100, 2),  # long side capped: 799x1119
         (900, 600, 4),    # portrait: 1200x800
         (427, 640, 1),    # the spec's example: 799x1199, padded 800x1216
+        (250, 1000, 6),   # wide: 333x1333, padded 352x1344, 'pool' stride 58
     ],
     "r50": [
         (480, 640, 3),    # 320x426
