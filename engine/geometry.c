@@ -121,6 +121,15 @@ mrcnn_decode_box (const float *box, const float *d, const float *weights,
   out[3] = pcy + 0.5f * ph;
 }
 
+void
+mrcnn_clip_box (float *box, float width, float height)
+{
+  box[0] = CLAMP (box[0], 0.0f, width);
+  box[1] = CLAMP (box[1], 0.0f, height);
+  box[2] = CLAMP (box[2], 0.0f, width);
+  box[3] = CLAMP (box[3], 0.0f, height);
+}
+
 int
 mrcnn_nms (const float *boxes, const int *order, int n, float threshold,
     uint8_t *removed, int *keep)

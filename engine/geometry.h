@@ -40,6 +40,9 @@ void mrcnn_level_anchor (const float *base, int num_anchors, int grid_w,
 void mrcnn_decode_box (const float *box, const float *deltas,
     const float *weights, float clip, float *out);
 
+/* Clamps x to [0, width] and y to [0, height] (clip_boxes_to_image). */
+void mrcnn_clip_box (float *box, float width, float height);
+
 /* Greedy NMS over boxes visited in `order` (n entries, highest score
  * first); a box is dropped when its IoU with a kept one is > threshold.
  * Writes kept indices to keep (in visit order), returns their count.

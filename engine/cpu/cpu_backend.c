@@ -265,6 +265,12 @@ cpu_inspect (gpointer state, const char *name, MrcnnHostTensor *out)
     return TRUE;
   }
   if (strcmp (name, "detections") == 0) {
+    /* assembled only when asked, to keep it off the per-frame path */
+    for (int d = 0; d < s->n_detections; d++) {
+      memcpy (s->det_dump + 6 * d, s->det_boxes + 4 * d, 4 * sizeof (float));
+      s->det_dump[6 * d + 4] = s->det_scores[d];
+      s->det_dump[6 * d + 5] = (float) s->det_labels[d];
+    }
     *out = (MrcnnHostTensor) { s->det_dump, 2, { s->n_detections, 6 } };
     return TRUE;
   }

@@ -62,7 +62,7 @@ typedef struct {
   float *det_boxes;         /* [detection][4], resized pixels */
   float *det_scores;
   int *det_labels;
-  float *det_dump;          /* [detection][6] for inspection */
+  float *det_dump;          /* [detection][6], filled by inspect() */
 
   int mask_chunk;           /* detections per mask-head GEMM */
   float *mask_a, *mask_b;   /* [detection in chunk][C][P][P] */

@@ -49,10 +49,7 @@ cpu_detect (CpuState *s, const MrcnnThresholds *t)
       mrcnn_decode_box (s->proposals + 4 * i,
           s->box_regression + ((size_t) i * K + k) * 4, c->box_coder_weights,
           c->bbox_xform_clip, box);
-      box[0] = CLAMP (box[0], 0.0f, w);
-      box[1] = CLAMP (box[1], 0.0f, h);
-      box[2] = CLAMP (box[2], 0.0f, w);
-      box[3] = CLAMP (box[3], 0.0f, h);
+      mrcnn_clip_box (box, w, h);
       if (box[2] - box[0] < c->box_min_size || box[3] - box[1] < c->box_min_size)
         continue;
       s->det_cand_scores[n] = score;
@@ -95,9 +92,6 @@ cpu_detect (CpuState *s, const MrcnnThresholds *t)
         4 * sizeof (float));
     s->det_scores[d] = s->det_cand_scores[j];
     s->det_labels[d] = s->det_cand_labels[j];
-    memcpy (s->det_dump + 6 * d, s->det_boxes + 4 * d, 4 * sizeof (float));
-    s->det_dump[6 * d + 4] = s->det_scores[d];
-    s->det_dump[6 * d + 5] = (float) s->det_labels[d];
   }
 }
 

@@ -63,10 +63,7 @@ cpu_proposals (CpuState *s)
       float *box = s->cand_boxes + 4 * n;
       mrcnn_decode_box (anchor, s->rpn_deltas + 4 * (size_t) (first + j),
           unit_weights, c->bbox_xform_clip, box);
-      box[0] = CLAMP (box[0], 0.0f, (float) g->width);
-      box[1] = CLAMP (box[1], 0.0f, (float) g->height);
-      box[2] = CLAMP (box[2], 0.0f, (float) g->width);
-      box[3] = CLAMP (box[3], 0.0f, (float) g->height);
+      mrcnn_clip_box (box, (float) g->width, (float) g->height);
       float score = 1.0f / (1.0f + expf (-s->objectness[first + j]));
       if (box[2] - box[0] >= c->rpn_min_size
           && box[3] - box[1] >= c->rpn_min_size
