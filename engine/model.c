@@ -98,6 +98,20 @@ is_hdf5 (const char *path)
       || g_str_has_suffix (path, ".hdf5");
 }
 
+void
+mrcnn_model_default_class_names (MrcnnModel *m)
+{
+  gboolean matterport = m->config.variant == MRCNN_VARIANT_MATTERPORT;
+  const char *const *coco = matterport ? coco_matterport_names
+      : coco_torchvision_names;
+  int coco_count = matterport ? 81 : 91;
+  m->class_names = g_new0 (char *, m->num_classes + 1);
+  for (int i = 0; i < m->num_classes; i++)
+    m->class_names[i] = m->num_classes == coco_count ? g_strdup (coco[i])
+        : i == 0 ? g_strdup (matterport ? "BG" : "__background__")
+        : g_strdup_printf ("class_%d", i);
+}
+
 /* The loading shared by files and content in memory. */
 static MrcnnModel *
 load (const MrcnnSource *source, gboolean matterport, GHashTable *sidecar,
@@ -106,16 +120,8 @@ load (const MrcnnSource *source, gboolean matterport, GHashTable *sidecar,
   MrcnnModel *m = matterport
       ? mrcnn_model_load_matterport (source, sidecar, config_path, error)
       : mrcnn_model_load_torchvision (source, sidecar, config_path, error);
-  if (m && !m->class_names) {
-    const char *const *coco = matterport ? coco_matterport_names
-        : coco_torchvision_names;
-    int coco_count = matterport ? 81 : 91;
-    m->class_names = g_new0 (char *, m->num_classes + 1);
-    for (int i = 0; i < m->num_classes; i++)
-      m->class_names[i] = m->num_classes == coco_count ? g_strdup (coco[i])
-          : i == 0 ? g_strdup (matterport ? "BG" : "__background__")
-          : g_strdup_printf ("class_%d", i);
-  }
+  if (m && !m->class_names)
+    mrcnn_model_default_class_names (m);
   return m;
 }
 
@@ -204,6 +210,13 @@ mrcnn_model_free (MrcnnModel *m)
   g_strfreev (m->class_names);
   g_free (m->path);
   g_free (m);
+}
+
+const char *
+mrcnn_model_variant (const MrcnnModel *m)
+{
+  return m->config.variant == MRCNN_VARIANT_MATTERPORT ? "matterport"
+      : "torchvision";
 }
 
 int

@@ -6,6 +6,8 @@
 
 #include "mrcnn.h"
 
+G_BEGIN_DECLS
+
 #define MRCNN_FPN_LEVELS 5   /* P2..P5 and the pooled P6 */
 #define MRCNN_ROI_LEVELS 4   /* ROIAlign reads P2..P5 */
 #define MRCNN_MAX_ANCHOR_SHAPES 8
@@ -112,6 +114,10 @@ struct _MrcnnModel {
 
 void mrcnn_config_init_torchvision (MrcnnConfig *config);
 
+/* COCO's names where the model has COCO's class count for its variant,
+ * else "class_<i>" (and the variant's background name). */
+void mrcnn_model_default_class_names (MrcnnModel *model);
+
 /* Sets a MRCNN_ERROR_MODEL error "<path>: <message>" and returns FALSE:
  * what every loader reports for missing, misshapen or inconsistent weights. */
 gboolean mrcnn_model_error (GError **error, const char *path,
@@ -154,5 +160,7 @@ MrcnnModel *mrcnn_model_load_matterport (const MrcnnSource *source,
  * in errors, and the text of a sidecar (NULL: none) named config_name. */
 MrcnnModel *mrcnn_model_load_bytes (GBytes *weights, const char *name,
     const char *config_text, const char *config_name, GError **error);
+
+G_END_DECLS
 
 #endif

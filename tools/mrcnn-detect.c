@@ -12,6 +12,7 @@ static char *model_path;
 static char *config_path;
 static char *backend_name = "auto";
 static char *precision_name = "fp32";
+static int device_id = 0;
 static double score_threshold = -1, nms_threshold = -1;
 static int max_detections = -1;
 static char *dump_dir;
@@ -27,6 +28,8 @@ static const GOptionEntry entries[] = {
     "the model's constants", "FILE" },
   { "backend", 'b', 0, G_OPTION_ARG_STRING, &backend_name,
     "auto, cpu or cuda (default auto)", "NAME" },
+  { "device", 'd', 0, G_OPTION_ARG_INT, &device_id,
+    "CUDA GPU to run on, numbered from 0 (default 0)", "N" },
   { "precision", 'p', 0, G_OPTION_ARG_STRING, &precision_name,
     "fp32 or fp16 (default fp32)", "NAME" },
   { "score-threshold", 's', 0, G_OPTION_ARG_DOUBLE, &score_threshold,
@@ -155,6 +158,7 @@ main (int argc, char **argv)
     options.precision = MRCNN_PRECISION_FP16;
   else
     return die ("--precision must be fp32 or fp16");
+  options.device_id = device_id;
   options.score_threshold = (float) score_threshold;
   options.nms_threshold = (float) nms_threshold;
   options.max_detections = max_detections;

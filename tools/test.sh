@@ -11,6 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash tools/install-deps.sh
+# nvcc for the CUDA backend (built wherever the toolkit is; its GPU tests
+# skip where no GPU is present)
+[ -x /usr/local/cuda/bin/nvcc ] && export PATH=$PATH:/usr/local/cuda/bin
 
 setup () {
   local dir=$1

@@ -303,10 +303,18 @@ def main():
         not_an_image.write_bytes(b"this is not a PNG file\n" * 10)
         check_refused(checks, detect, "undecodable image", current, not_an_image, not_an_image, [])
 
-        # options this build cannot serve, or out of range
+        # options this build or machine cannot serve, or out of range
+        gpu = harness.run_detect(detect, ["--backend", "cuda", "--model", current, image_path])
+        if gpu.returncode == 0:
+            print("ok   cuda backend: a GPU is present, --backend cuda runs")
+            check_refused(checks, detect, "missing CUDA device", current, image_path, "CUDA device 7",
+                          ["does not exist"], ["--backend", "cuda", "--device", "7"])
+        else:
+            check_refused(checks, detect, "cuda backend without a GPU", current, image_path, "CUDA",
+                          ["not available", "CPU backend"], ["--backend", "cuda"])
+            check_refused(checks, detect, "fp16 without a GPU", current, image_path, "fp16", ["CPU"],
+                          ["--precision", "fp16"])
         for name, options, culprit, keywords in [
-                ("cuda backend", ["--backend", "cuda"], "CUDA", ["not available"]),
-                ("fp16 on the CPU", ["--precision", "fp16"], "fp16", ["CPU"]),
                 ("unknown backend", ["--backend", "tpu"], "--backend", ["auto, cpu or cuda"]),
                 ("score threshold above 1", ["--score-threshold", "2"], "thresholds", ["[0, 1]"]),
                 ("max detections above 1000", ["--max-detections", "5000"], "max detections",
