@@ -1,18 +1,16 @@
 /* mrcnn-bench: latency, throughput and memory of the engine on one model
  * and input size, printed as one JSON line. */
 #include <json-glib/json-glib.h>
-#include <mrcnn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "engine-options.h"
 
 static char *model_path;
 static char *config_path;
 static char *shape;
 static char *size_text;
-static char *backend_name = "auto";
-static char *precision_name = "fp32";
-static int device_id = 0;
 static int batch = 1;
 static int iterations = 20;
 static int warmup = 3;
@@ -36,12 +34,6 @@ static const GOptionEntry entries[] = {
     "Timed calls (default 20)", "N" },
   { "warmup", 'w', 0, G_OPTION_ARG_INT, &warmup,
     "Untimed calls first (default 3)", "N" },
-  { "backend", 'b', 0, G_OPTION_ARG_STRING, &backend_name,
-    "auto, cpu or cuda (default auto)", "NAME" },
-  { "device", 'd', 0, G_OPTION_ARG_INT, &device_id,
-    "CUDA GPU to run on (default 0)", "N" },
-  { "precision", 'p', 0, G_OPTION_ARG_STRING, &precision_name,
-    "fp32 or fp16 (default fp32)", "NAME" },
   { "worst-case", 0, 0, G_OPTION_ARG_NONE, &worst_case,
     "Score threshold 0 and 100 detections per frame: the heads and the "
     "paste at full load", NULL },
@@ -122,6 +114,7 @@ main (int argc, char **argv)
       "percentiles, frames per second, detections per frame and device "
       "memory.");
   g_option_context_add_main_entries (context, entries, NULL);
+  g_option_context_add_main_entries (context, engine_option_entries, NULL);
   if (!g_option_context_parse (context, &argc, &argv, &error)) {
     int rc = die (error->message);
     g_error_free (error);
@@ -131,21 +124,11 @@ main (int argc, char **argv)
 
   MrcnnOptions options;
   mrcnn_options_init (&options);
-  if (strcmp (backend_name, "auto") == 0)
-    options.backend = MRCNN_BACKEND_AUTO;
-  else if (strcmp (backend_name, "cpu") == 0)
-    options.backend = MRCNN_BACKEND_CPU;
-  else if (strcmp (backend_name, "cuda") == 0)
-    options.backend = MRCNN_BACKEND_CUDA;
-  else
-    return die ("--backend must be auto, cpu or cuda");
-  if (strcmp (precision_name, "fp32") == 0)
-    options.precision = MRCNN_PRECISION_FP32;
-  else if (strcmp (precision_name, "fp16") == 0)
-    options.precision = MRCNN_PRECISION_FP16;
-  else
-    return die ("--precision must be fp32 or fp16");
-  options.device_id = device_id;
+  if (!engine_options_apply (&options, &error)) {
+    int rc = die (error->message);
+    g_error_free (error);
+    return rc;
+  }
   options.time_stages = time_stages;
   if (worst_case) {
     options.score_threshold = 0;
@@ -222,7 +205,8 @@ main (int argc, char **argv)
     json_builder_set_member_name (b, "backend");
     json_builder_add_string_value (b, mrcnn_engine_backend_name (engine));
     json_builder_set_member_name (b, "precision");
-    json_builder_add_string_value (b, precision_name);
+    json_builder_add_string_value (b,
+        options.precision == MRCNN_PRECISION_FP16 ? "fp16" : "fp32");
     json_builder_set_member_name (b, "width");
     json_builder_add_int_value (b, width);
     json_builder_set_member_name (b, "height");
