@@ -649,13 +649,16 @@ cuda_backbone_create (CudaState *s, GError **error)
             "the backbone's activations", error))
       return FALSE;
   for (int L = 0; L < 4; L++)
+    b->fpn_size[L] = stage_area[L] * C;
+  b->fpn_size[4] = p6_area * C;
+  for (int L = 0; L < 4; L++)
     if (!cuda_alloc (&b->stage_out[L], stage_area[L] * m->stage_channels[L]
-            * act, "the backbone's stage outputs", error)
-        || !cuda_alloc (&s->fpn[L], stage_area[L] * C * act,
-            "the FPN's levels", error))
+            * act, "the backbone's stage outputs", error))
       return FALSE;
-  if (!cuda_alloc (&s->fpn[4], p6_area * C * act, "the FPN's levels", error))
-    return FALSE;
+  for (int l = 0; l < MRCNN_FPN_LEVELS; l++)
+    if (!cuda_alloc (&s->fpn[l], b->fpn_size[l] * act, "the FPN's levels",
+            error))
+      return FALSE;
 
   /* the CPU backend's lut (cpu_create), uint8 -> input value */
   float lut[3][256];

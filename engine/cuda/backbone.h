@@ -19,6 +19,7 @@ typedef struct {
   void *scratch[4];
   void *stage_out[4];
   int stage_h[4], stage_w[4];
+  size_t fpn_size[MRCNN_FPN_LEVELS]; /* values each s->fpn[l] holds */
 
   /* preprocessing */
   float *lut;               /* [3][256]: 8-bit value -> value, per channel */

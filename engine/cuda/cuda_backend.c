@@ -89,14 +89,18 @@ mrcnn_cuda_device_usable (int device_id, GError **error)
 
 static void cuda_destroy (gpointer state);
 
-/* The largest tensor inspect() hands out, in floats. */
+/* The largest tensor inspect() hands out, in floats: the network input
+ * (all its channels pass through the staging buffer), P2 (the largest
+ * level, a quarter of the input on each side), anchors, proposals,
+ * detections or masks. */
 static size_t
 inspect_size (const CudaState *s)
 {
   const MrcnnModel *m = s->model;
   int P2 = 2 * m->config.mask_roi_size;
-  size_t n = MAX ((size_t) s->input_channels, (size_t) m->fpn_channels)
-      * s->max_padded_area;
+  size_t n = (size_t) s->input_channels * s->max_padded_area;
+  for (int l = 0; l < MRCNN_FPN_LEVELS; l++)
+    n = MAX (n, s->backbone.fpn_size[l]);
   n = MAX (n, (size_t) 4 * s->rpn.n_anchors);
   n = MAX (n, (size_t) 4 * s->max_proposals);
   n = MAX (n, (size_t) 6 * MRCNN_MAX_DETECTIONS);
@@ -171,17 +175,21 @@ cuda_create (const MrcnnModel *m, const MrcnnOptions *options,
           "the convolution workspace", error))
     goto fail;
 
-  s->inspect_capacity = inspect_size (s);
-  if (!cuda_alloc ((void **) &s->inspect_device,
-          s->inspect_capacity * sizeof (float), "the inspection buffer",
-          error))
-    goto fail;
-  s->inspect_host = g_try_new (float, s->inspect_capacity);
-  if (!s->inspect_host) {
-    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_BACKEND,
-        "out of memory: the inspection buffer needs %zu MiB",
-        s->inspect_capacity * sizeof (float) >> 20);
-    goto fail;
+  /* only dumps inspect (engine.c): without a dump directory the staging
+   * buffers would hold tens of MiB of GPU memory for nothing */
+  if (options->dump_dir) {
+    s->inspect_capacity = inspect_size (s);
+    if (!cuda_alloc ((void **) &s->inspect_device,
+            s->inspect_capacity * sizeof (float), "the inspection buffer",
+            error))
+      goto fail;
+    s->inspect_host = g_try_new (float, s->inspect_capacity);
+    if (!s->inspect_host) {
+      g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_BACKEND,
+          "out of memory: the inspection buffer needs %zu MiB",
+          s->inspect_capacity * sizeof (float) >> 20);
+      goto fail;
+    }
   }
   if (!cuda_check (cudaMemGetInfo (&free_after, &total),
           "reading the GPU's free memory", error))
@@ -309,7 +317,7 @@ cuda_inspect (gpointer state, const char *name, MrcnnHostTensor *out)
   static const char *const fpn_names[MRCNN_FPN_LEVELS] = { "fpn_0", "fpn_1",
     "fpn_2", "fpn_3", "fpn_pool" };
   memset (out, 0, sizeof *out);
-  if (cudaSetDevice (s->device) != cudaSuccess)
+  if (!s->inspect_host || cudaSetDevice (s->device) != cudaSuccess)
     return FALSE;
 
   if (strcmp (name, "input") == 0)

@@ -124,6 +124,15 @@ choose_algorithm (CudaState *s, CudaConv *conv, int max_n, int max_h,
     if (!s->half && (perf[i].mathType == CUDNN_TENSOR_OP_MATH
             || perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
       continue;
+    /* cuDNN picks kernels (and sizes their workspace) by the algorithm and
+     * the descriptor's math type together: fp16 takes the one the
+     * heuristics paired with this algorithm, fp32 keeps FMA only */
+    if (!cudnn_check (cudnnSetConvolutionMathType (conv->desc,
+                s->half ? perf[i].mathType : CUDNN_FMA_MATH),
+            "cudnnSetConvolutionMathType", error)) {
+      ok = FALSE;
+      break;
+    }
     if (!workspace_for (s, conv, perf[i].algo, max_n, max_h, max_w, &a)
         || !workspace_for (s, conv, perf[i].algo, max_n, max_w, max_h, &b)
         || MAX (a, b) > CONV_MAX_WORKSPACE)
@@ -240,18 +249,23 @@ cuda_conv_forward (CudaState *s, CudaConv *conv, const void *x, int n,
   }
   /* scaling factors are float for half and float data alike */
   const float one = 1.0f, zero = 0.0f;
-  if (relu)
+  if (relu && !conv->unfused_relu) {
     /* y = relu(conv(x) + residual + bias); without a residual alpha2 is
      * zero and z is y, only there to satisfy the API */
-    return cudnn_check (cudnnConvolutionBiasActivationForward (s->cudnn,
-            &one, conv->x_desc, x, conv->weight_desc, conv->weight,
-            conv->desc, conv->algo, s->conv_workspace,
-            s->conv_workspace_size, residual ? &one : &zero, conv->y_desc,
-            residual ? residual : y, conv->bias_desc, conv->bias, relu_desc,
-            conv->y_desc, y), "cudnnConvolutionBiasActivationForward",
-        error);
+    cudnnStatus_t status = cudnnConvolutionBiasActivationForward (s->cudnn,
+        &one, conv->x_desc, x, conv->weight_desc, conv->weight, conv->desc,
+        conv->algo, s->conv_workspace, s->conv_workspace_size,
+        residual ? &one : &zero, conv->y_desc, residual ? residual : y,
+        conv->bias_desc, conv->bias, relu_desc, conv->y_desc, y);
+    if (status != CUDNN_STATUS_NOT_SUPPORTED)
+      return cudnn_check (status, "cudnnConvolutionBiasActivationForward",
+          error);
+    /* the heuristics chose the algorithm for the plain convolution, which
+     * not every fused kernel covers: this layer runs unfused from now on */
+    conv->unfused_relu = TRUE;
+  }
   /* the fused call takes the identity activation only with
-   * IMPLICIT_PRECOMP_GEMM: convolution, then bias (and residual) */
+   * IMPLICIT_PRECOMP_GEMM: convolution, then bias (and residual, ReLU) */
   return cudnn_check (cudnnConvolutionForward (s->cudnn, &one, conv->x_desc,
           x, conv->weight_desc, conv->weight, conv->desc, conv->algo,
           s->conv_workspace, s->conv_workspace_size, &zero, conv->y_desc,
@@ -261,7 +275,11 @@ cuda_conv_forward (CudaState *s, CudaConv *conv, const void *x, int n,
       error)
       && (!residual || cudnn_check (cudnnAddTensor (s->cudnn, &one,
               conv->y_desc, residual, &one, conv->y_desc, y),
-          "adding a convolution's residual", error));
+          "adding a convolution's residual", error))
+      /* in place, which cudnnActivationForward allows */
+      && (!relu || cudnn_check (cudnnActivationForward (s->cudnn, relu_desc,
+              &one, conv->y_desc, y, &zero, conv->y_desc, y),
+          "a convolution's ReLU", error));
 }
 
 static __device__ __forceinline__ float

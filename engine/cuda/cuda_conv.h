@@ -13,6 +13,8 @@ typedef struct {
   cudnnTensorDescriptor_t bias_desc;
   cudnnConvolutionDescriptor_t desc;
   cudnnConvolutionFwdAlgo_t algo;
+  /* cuDNN has no fused bias-ReLU kernel for algo: ReLU as its own call */
+  gboolean unfused_relu;
   /* set on each call from the input shape (no allocation) */
   cudnnTensorDescriptor_t x_desc, y_desc;
 } CudaConv;

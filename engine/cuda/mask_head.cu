@@ -519,6 +519,21 @@ free_mask_buffers (CudaMaskHead *mh)
   mh->mask_capacity = 0;
 }
 
+/* cudaHostAlloc; a failure is cleared from the thread's last error, as
+ * cuda_alloc does, or the next frame's first launch check would report it
+ * (the mask buffers grow per frame). */
+static gboolean
+pinned_alloc (void **ptr, size_t bytes, const char *what, GError **error)
+{
+  *ptr = NULL;
+  cudaError_t err = cudaHostAlloc (ptr, MAX (bytes, 1), cudaHostAllocDefault);
+  if (err == cudaSuccess)
+    return TRUE;
+  *ptr = NULL;
+  cudaGetLastError ();
+  return cuda_check (err, what, error);
+}
+
 /* The packed masks on the device and their pinned download buffers, for
  * `pixels` pixels. */
 static gboolean
@@ -528,11 +543,9 @@ alloc_mask_buffers (CudaMaskHead *mh, size_t pixels, GError **error)
           "packed masks", error)
       || !cuda_alloc ((void **) &mh->binary, pixels, "packed binary masks",
           error)
-      || !cuda_check (cudaHostAlloc ((void **) &mh->masks_host,
-              pixels * sizeof (float), cudaHostAllocDefault),
+      || !pinned_alloc ((void **) &mh->masks_host, pixels * sizeof (float),
           "cudaHostAlloc (mask download buffer)", error)
-      || !cuda_check (cudaHostAlloc ((void **) &mh->binary_host, pixels,
-              cudaHostAllocDefault),
+      || !pinned_alloc ((void **) &mh->binary_host, pixels,
           "cudaHostAlloc (binary mask download buffer)", error))
     return FALSE;
   mh->mask_capacity = pixels;
@@ -671,8 +684,7 @@ cuda_mask_head_create (CudaState *s, GError **error)
       MRCNN_MAX_DETECTIONS * sizeof (CudaPasteBox), "mask paste boxes", error)
       && cuda_alloc ((void **) &mh->header, sizeof (CudaPasteHeader),
       "detections header", error)
-      && cuda_check (cudaHostAlloc ((void **) &mh->header_host,
-          sizeof (CudaPasteHeader), cudaHostAllocDefault),
+      && pinned_alloc ((void **) &mh->header_host, sizeof (CudaPasteHeader),
       "cudaHostAlloc (detections download buffer)", error)
       /* room for masks covering the largest input twice; grown on demand */
       && alloc_mask_buffers (mh, 2 * max_image, error);
