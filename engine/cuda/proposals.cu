@@ -669,12 +669,20 @@ cuda_proposals_create (CudaState *s, GError **error)
             "the RPN candidate flags", error)
         || !cuda_alloc ((void **) &p->base_anchors, bytes,
             "the base anchors", error)
-        || !cuda_check (cudaMemcpy (p->base_anchors, packed, bytes,
-                cudaMemcpyHostToDevice), "uploading the base anchors", error))
+        /* on s->stream, which does not wait for the legacy default stream
+         * cudaMemcpy uses; waiting keeps `packed` alive for the copy */
+        || !cuda_check (cudaMemcpyAsync (p->base_anchors, packed, bytes,
+                cudaMemcpyHostToDevice, s->stream),
+            "uploading the base anchors", error)
+        || !cuda_check (cudaStreamSynchronize (s->stream),
+            "uploading the base anchors", error))
       return FALSE;
   }
+  /* no frame yet: no proposals (inspect may ask before the first one) */
   return cuda_alloc (&p->sort_temp, p->sort_temp_size,
-      "the RPN sort workspace", error);
+      "the RPN sort workspace", error)
+      && cuda_check (cudaMemsetAsync (s->n_proposals, 0, sizeof (int),
+          s->stream), "clearing the proposal count", error);
 }
 
 void

@@ -297,11 +297,14 @@ linear_create (CudaState *s, CudaLinear *fc, const float *weight,
 {
   fc->in_features = in;
   fc->out_features = out;
+  /* the bias on s->stream, which does not wait for the legacy default
+   * stream cudaMemcpy uses; waiting lets the caller free the host copy */
   return cuda_upload_act (s, &fc->weight, weight, (size_t) in * out, what,
       error)
       && cuda_alloc ((void **) &fc->bias, sizeof (float) * out, what, error)
-      && cuda_check (cudaMemcpy (fc->bias, bias, sizeof (float) * out,
-          cudaMemcpyHostToDevice), what, error);
+      && cuda_check (cudaMemcpyAsync (fc->bias, bias, sizeof (float) * out,
+          cudaMemcpyHostToDevice, s->stream), what, error)
+      && cuda_check (cudaStreamSynchronize (s->stream), what, error);
 }
 
 static void
@@ -730,6 +733,16 @@ cuda_roi_heads_create (CudaState *s, GError **error)
   int P = m->config.box_roi_size;
   r->classes = K;
   r->pooled = P;
+  /* slots are ints (CUB's counts too), and the NMS walk keeps a bit per
+   * box of a class (at most one per proposal) in 48 KiB of shared memory */
+  if ((size_t) rows * (K - 1) > INT_MAX
+      || (size_t) (rows + NMS_BLOCK - 1) / NMS_BLOCK * sizeof (uint64_t)
+      > 48 * 1024) {
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_BACKEND,
+        "%d proposals of %d classes are more than the CUDA detection stage "
+        "handles; lower the post-NMS proposal count", rows, K);
+    return FALSE;
+  }
 
   /* cls_score and bbox_pred read the same input: one GEMM for both */
   int in = m->cls_score.in_features;
