@@ -1,50 +1,9 @@
 /* MultiScaleRoIAlign: torchvision roi_align with aligned=False; matterport
  * models pool with crop_and_resize.c instead. */
 #include "cpu_backend.h"
+#include "bilinear.h"
 
 #include <math.h>
-
-typedef struct {
-  int pos[4];
-  float weight[4];
-} Sample;
-
-/* One bilinear sample; zero weights when it falls outside the map. */
-static Sample
-bilinear_sample (float y, float x, int h, int w)
-{
-  Sample smp = { { 0, 0, 0, 0 }, { 0, 0, 0, 0 } };
-  if (y < -1.0f || y > (float) h || x < -1.0f || x > (float) w)
-    return smp;
-  if (y <= 0)
-    y = 0;
-  if (x <= 0)
-    x = 0;
-  int y0 = (int) y, x0 = (int) x, y1, x1;
-  if (y0 >= h - 1) {
-    y1 = y0 = h - 1;
-    y = (float) y0;
-  } else {
-    y1 = y0 + 1;
-  }
-  if (x0 >= w - 1) {
-    x1 = x0 = w - 1;
-    x = (float) x0;
-  } else {
-    x1 = x0 + 1;
-  }
-  float ly = y - (float) y0, lx = x - (float) x0;
-  float hy = 1.0f - ly, hx = 1.0f - lx;
-  smp.pos[0] = y0 * w + x0;
-  smp.pos[1] = y0 * w + x1;
-  smp.pos[2] = y1 * w + x0;
-  smp.pos[3] = y1 * w + x1;
-  smp.weight[0] = hy * hx;
-  smp.weight[1] = hy * lx;
-  smp.weight[2] = ly * hx;
-  smp.weight[3] = ly * lx;
-  return smp;
-}
 
 void
 cpu_roi_align (const float *features, int c, int h, int w, float scale,
@@ -73,7 +32,7 @@ cpu_roi_align (const float *features, int c, int h, int w, float scale,
         for (int ix = 0; ix < grid_w; ix++) {
           float x = x_start + (float) px * bin_w
               + ((float) ix + 0.5f) * bin_w / (float) grid_w;
-          Sample smp = bilinear_sample (y, x, h, w);
+          MrcnnBilinearSample smp = mrcnn_bilinear_sample (y, x, h, w);
           for (int ch = 0; ch < c; ch++) {
             const float *f = features + ch * plane;
             dst[(size_t) ch * pooled * pooled] += smp.weight[0] * f[smp.pos[0]]

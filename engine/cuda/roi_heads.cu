@@ -13,6 +13,7 @@
  * sort), a bitmask kernel and one warp per class run the greedy NMS, and
  * one block gathers the survivors in score order. */
 #include "cuda_backend.h"
+#include "bilinear.h"
 
 #include <cub/cub.cuh>
 
@@ -101,41 +102,21 @@ matterport_level (float4 box, float image_area)
   return CLAMP (4 + (int) MIN (level, 100.0f), 2, 5) - 2;
 }
 
-/* One bilinear sample of channel ch, as roi_align.c's bilinear_sample and
- * the sum of its four taps in the CPU's order. */
+/* One bilinear sample of channel ch: cpu_roi_align's taps and the sum of
+ * its four products in the CPU's order. */
 template <typename T>
 static __device__ float
 roi_align_tap (const T *f, int h, int w, int channels, int ch, float y,
     float x)
 {
-  if (y < -1.0f || y > (float) h || x < -1.0f || x > (float) w)
-    return 0.0f;
-  if (y <= 0)
-    y = 0;
-  if (x <= 0)
-    x = 0;
-  int y0 = (int) y, x0 = (int) x, y1, x1;
-  if (y0 >= h - 1) {
-    y1 = y0 = h - 1;
-    y = (float) y0;
-  } else {
-    y1 = y0 + 1;
-  }
-  if (x0 >= w - 1) {
-    x1 = x0 = w - 1;
-    x = (float) x0;
-  } else {
-    x1 = x0 + 1;
-  }
-  float ly = y - (float) y0, lx = x - (float) x0;
-  float hy = 1.0f - ly, hx = 1.0f - lx;
-  float v00 = act_load (f[((size_t) y0 * w + x0) * channels + ch]);
-  float v01 = act_load (f[((size_t) y0 * w + x1) * channels + ch]);
-  float v10 = act_load (f[((size_t) y1 * w + x0) * channels + ch]);
-  float v11 = act_load (f[((size_t) y1 * w + x1) * channels + ch]);
-  float sum = __fadd_rn (__fmul_rn (hy * hx, v00), __fmul_rn (hy * lx, v01));
-  sum = __fadd_rn (sum, __fmul_rn (ly * hx, v10));
-  return __fadd_rn (sum, __fmul_rn (ly * lx, v11));
+  MrcnnBilinearSample smp = mrcnn_bilinear_sample (y, x, h, w);
+  float v[4];
+  for (int k = 0; k < 4; k++)
+    v[k] = act_load (f[(size_t) smp.pos[k] * channels + ch]);
+  float sum = __fadd_rn (__fmul_rn (smp.weight[0], v[0]),
+      __fmul_rn (smp.weight[1], v[1]));
+  sum = __fadd_rn (sum, __fmul_rn (smp.weight[2], v[2]));
+  return __fadd_rn (sum, __fmul_rn (smp.weight[3], v[3]));
 }
 
 /* cpu_roi_align (aligned=False) of one output cell and channel */
