@@ -6,7 +6,7 @@ static char *backend_name = "auto";
 static char *precision_name = "fp32";
 static int device_id = 0;
 
-const GOptionEntry engine_option_entries[] = {
+static const GOptionEntry engine_option_entries[] = {
   { "backend", 'b', 0, G_OPTION_ARG_STRING, &backend_name,
     "auto, cpu or cuda (default auto: CUDA where a GPU is usable)", "NAME" },
   { "device", 'd', 0, G_OPTION_ARG_INT, &device_id,
@@ -17,8 +17,16 @@ const GOptionEntry engine_option_entries[] = {
 };
 
 gboolean
-engine_options_apply (MrcnnOptions *options, GError **error)
+engine_options_parse (GOptionContext *context, const GOptionEntry *entries,
+    int *argc, char ***argv, MrcnnOptions *options, GError **error)
 {
+  g_option_context_add_main_entries (context, entries, NULL);
+  g_option_context_add_main_entries (context, engine_option_entries, NULL);
+  gboolean parsed = g_option_context_parse (context, argc, argv, error);
+  g_option_context_free (context);
+  if (!parsed)
+    return FALSE;
+  mrcnn_options_init (options);
   if (strcmp (backend_name, "auto") == 0)
     options->backend = MRCNN_BACKEND_AUTO;
   else if (strcmp (backend_name, "cpu") == 0)

@@ -5,11 +5,11 @@
 
 #include <mrcnn.h>
 
-/* --backend, --device, --precision, for g_option_context_add_main_entries */
-extern const GOptionEntry engine_option_entries[];
-
-/* Sets options' backend, device and precision from the parsed entries;
- * FALSE, with a message naming the option, for a value it does not know. */
-gboolean engine_options_apply (MrcnnOptions *options, GError **error);
+/* Parses the command line with the tool's own entries and --backend,
+ * --device and --precision, then initialises options with those three;
+ * FALSE, with a message naming the option, for a bad one.  Frees context. */
+gboolean engine_options_parse (GOptionContext *context,
+    const GOptionEntry *entries, int *argc, char ***argv,
+    MrcnnOptions *options, GError **error);
 
 #endif

@@ -113,18 +113,9 @@ main (int argc, char **argv)
       "warm-up, then timed calls; prints one JSON line with latency "
       "percentiles, frames per second, detections per frame and device "
       "memory.");
-  g_option_context_add_main_entries (context, entries, NULL);
-  g_option_context_add_main_entries (context, engine_option_entries, NULL);
-  if (!g_option_context_parse (context, &argc, &argv, &error)) {
-    int rc = die (error->message);
-    g_error_free (error);
-    return rc;
-  }
-  g_option_context_free (context);
-
   MrcnnOptions options;
-  mrcnn_options_init (&options);
-  if (!engine_options_apply (&options, &error)) {
+  if (!engine_options_parse (context, entries, &argc, &argv, &options,
+          &error)) {
     int rc = die (error->message);
     g_error_free (error);
     return rc;

@@ -125,18 +125,9 @@ main (int argc, char **argv)
   GOptionContext *context = g_option_context_new (NULL);
   g_option_context_set_summary (context, "Runs Mask R-CNN on PNG or JPEG "
       "images and prints one JSON object per image.");
-  g_option_context_add_main_entries (context, entries, NULL);
-  g_option_context_add_main_entries (context, engine_option_entries, NULL);
-  if (!g_option_context_parse (context, &argc, &argv, &error)) {
-    int rc = die (error->message);
-    g_error_free (error);
-    return rc;
-  }
-  g_option_context_free (context);
-
   MrcnnOptions options;
-  mrcnn_options_init (&options);
-  if (!engine_options_apply (&options, &error)) {
+  if (!engine_options_parse (context, entries, &argc, &argv, &options,
+          &error)) {
     int rc = die (error->message);
     g_error_free (error);
     return rc;
