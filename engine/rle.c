@@ -54,32 +54,40 @@ rle_writer (void)
 }
 
 char *
-mrcnn_rle_encode (const uint8_t *mask, int width, int height)
+mrcnn_rle_encode_rect (const uint8_t *rect, int rect_x, int rect_y,
+    int rect_width, int rect_height, uint8_t threshold, int image_width,
+    int image_height)
 {
   RleWriter w = rle_writer ();
-  for (int x = 0; x < width; x++)
-    for (int y = 0; y < height; y++)
-      rle_push (&w, mask[(size_t) y * width + x] ? 1 : 0, 1);
+  /* the part of the rectangle inside the image */
+  int y0 = CLAMP (rect_y, 0, image_height);
+  int y1 = CLAMP (rect_y + rect_height, y0, image_height);
+  for (int x = 0; x < image_width; x++) {
+    int rx = x - rect_x;
+    if (rx < 0 || rx >= rect_width || y0 == y1) {
+      rle_push (&w, 0, image_height);
+      continue;
+    }
+    rle_push (&w, 0, y0);
+    for (int y = y0; y < y1; y++)
+      rle_push (&w, rect[(size_t) (y - rect_y) * rect_width + rx] >= threshold
+          ? 1 : 0, 1);
+    rle_push (&w, 0, image_height - y1);
+  }
   return rle_finish (&w);
+}
+
+char *
+mrcnn_rle_encode (const uint8_t *mask, int width, int height)
+{
+  return mrcnn_rle_encode_rect (mask, 0, 0, width, height, 1, width, height);
 }
 
 char *
 mrcnn_rle_encode_detection (const MrcnnDetection *d, int width, int height)
 {
-  RleWriter w = rle_writer ();
-  for (int x = 0; x < width; x++) {
-    int mx = x - d->mask_x;
-    if (mx < 0 || mx >= d->mask_width || d->mask_height == 0) {
-      rle_push (&w, 0, height);
-      continue;
-    }
-    rle_push (&w, 0, d->mask_y);
-    for (int y = 0; y < d->mask_height; y++)
-      rle_push (&w, d->mask_binary[(size_t) y * d->mask_width + mx] ? 1 : 0,
-          1);
-    rle_push (&w, 0, height - d->mask_y - d->mask_height);
-  }
-  return rle_finish (&w);
+  return mrcnn_rle_encode_rect (d->mask_binary, d->mask_x, d->mask_y,
+      d->mask_width, d->mask_height, 1, width, height);
 }
 
 gboolean

@@ -1,5 +1,7 @@
-/* The maskrcnn plugin: the maskrcnn and maskrcnnoverlay elements. */
+/* The maskrcnn plugin: the maskrcnn, maskrcnnoverlay and maskrcnnexport
+ * elements. */
 #include "gstmaskrcnn.h"
+#include "gstmaskrcnnexport.h"
 #include "gstmaskrcnnoverlay.h"
 
 static gboolean
@@ -8,6 +10,7 @@ plugin_init (GstPlugin *plugin)
   gboolean ok = FALSE;
   ok |= GST_ELEMENT_REGISTER (maskrcnn, plugin);
   ok |= GST_ELEMENT_REGISTER (maskrcnnoverlay, plugin);
+  ok |= GST_ELEMENT_REGISTER (maskrcnnexport, plugin);
   return ok;
 }
 

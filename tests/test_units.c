@@ -375,6 +375,203 @@ test_rle_round_trip (void)
   g_rand_free (rand);
 }
 
+/* A soft rectangle thresholded and placed in the image, partly outside it,
+ * encodes as the full-image mask built by hand. */
+static void
+test_rle_rect (void)
+{
+  GRand *rand = g_rand_new_with_seed (11);
+  for (int t = 0; t < 50; t++) {
+    int w = g_rand_int_range (rand, 1, 120), h = g_rand_int_range (rand, 1,
+        90);
+    int rw = g_rand_int_range (rand, 0, 60), rh = g_rand_int_range (rand, 0,
+        60);
+    int rx = g_rand_int_range (rand, -30, w), ry = g_rand_int_range (rand,
+        -30, h);
+    uint8_t *rect = g_new (uint8_t, MAX (rw * rh, 1));
+    for (int i = 0; i < rw * rh; i++)
+      rect[i] = (uint8_t) g_rand_int_range (rand, 0, 256);
+    uint8_t *full = g_new0 (uint8_t, w * h);
+    for (int y = 0; y < rh; y++)
+      for (int x = 0; x < rw; x++)
+        if (rx + x >= 0 && rx + x < w && ry + y >= 0 && ry + y < h)
+          full[(ry + y) * w + rx + x] = rect[y * rw + x] >= 128;
+    char *expected = mrcnn_rle_encode (full, w, h);
+    char *s = mrcnn_rle_encode_rect (rect, rx, ry, rw, rh, 128, w, h);
+    g_assert_cmpstr (s, ==, expected);
+    g_free (s);
+    g_free (expected);
+    g_free (full);
+    g_free (rect);
+  }
+  g_rand_free (rand);
+}
+
+static void
+assert_polygon (GPtrArray *polygons, guint i, const int *xy, guint n)
+{
+  GArray *p = g_ptr_array_index (polygons, i);
+  g_assert_cmpmem (p->data, p->len * sizeof (int), xy, n * sizeof (int));
+}
+
+/* Contours of small masks written out by hand. */
+static void
+test_polygons_known (void)
+{
+  /* one pixel at (1, 2) of a 2x2 rectangle placed at (10, 20) */
+  static const uint8_t one[] = { 0, 0, 0, 255 };
+  GPtrArray *ps = mrcnn_mask_polygons (one, 9, 19, 2, 2, 128, 100, 100);
+  g_assert_cmpuint (ps->len, ==, 1);
+  assert_polygon (ps, 0, (int[]) { 10, 20, 11, 20, 11, 21, 10, 21 }, 8);
+  g_ptr_array_unref (ps);
+
+  /* an L: the concave corner is a vertex */
+  static const uint8_t ell[] = {
+    1, 0,
+    1, 1,
+  };
+  ps = mrcnn_mask_polygons (ell, 0, 0, 2, 2, 1, 2, 2);
+  g_assert_cmpuint (ps->len, ==, 1);
+  assert_polygon (ps, 0, (int[]) { 0, 0, 1, 0, 1, 1, 2, 1, 2, 2, 0, 2 }, 12);
+  g_ptr_array_unref (ps);
+
+  /* pixels touching at a corner are one part; apart, two */
+  static const uint8_t diagonal[] = {
+    1, 0, 0,
+    0, 1, 0,
+    0, 0, 1,
+  };
+  ps = mrcnn_mask_polygons (diagonal, 0, 0, 3, 3, 1, 3, 3);
+  g_assert_cmpuint (ps->len, ==, 1);
+  assert_polygon (ps, 0, (int[]) { 0, 0, 1, 0, 1, 1, 2, 1, 2, 2, 3, 2, 3, 3,
+        2, 3, 2, 2, 1, 2, 1, 1, 0, 1 }, 24);
+  g_ptr_array_unref (ps);
+  static const uint8_t apart[] = {
+    1, 0, 1,
+  };
+  ps = mrcnn_mask_polygons (apart, 0, 0, 3, 1, 1, 3, 1);
+  g_assert_cmpuint (ps->len, ==, 2);
+  assert_polygon (ps, 1, (int[]) { 2, 0, 3, 0, 3, 1, 2, 1 }, 8);
+  g_ptr_array_unref (ps);
+
+  /* a ring: the outer square only */
+  static const uint8_t ring[] = {
+    1, 1, 1,
+    1, 0, 1,
+    1, 1, 1,
+  };
+  ps = mrcnn_mask_polygons (ring, 0, 0, 3, 3, 1, 3, 3);
+  g_assert_cmpuint (ps->len, ==, 1);
+  assert_polygon (ps, 0, (int[]) { 0, 0, 3, 0, 3, 3, 0, 3 }, 8);
+  g_ptr_array_unref (ps);
+
+  /* clipped to the image; nothing left of an empty or outside mask */
+  static const uint8_t full[] = { 1, 1, 1, 1 };
+  ps = mrcnn_mask_polygons (full, -1, -1, 2, 2, 1, 5, 5);
+  g_assert_cmpuint (ps->len, ==, 1);
+  assert_polygon (ps, 0, (int[]) { 0, 0, 1, 0, 1, 1, 0, 1 }, 8);
+  g_ptr_array_unref (ps);
+  ps = mrcnn_mask_polygons (full, 5, 0, 2, 2, 1, 5, 5);
+  g_assert_cmpuint (ps->len, ==, 0);
+  g_ptr_array_unref (ps);
+  ps = mrcnn_mask_polygons (one, 0, 0, 2, 2, 1, 5, 5);
+  g_assert_cmpuint (ps->len, ==, 1);
+  g_ptr_array_unref (ps);
+  ps = mrcnn_mask_polygons (one, 0, 0, 2, 2, 0xff, 5, 5);
+  g_assert_cmpuint (ps->len, ==, 1);
+  g_ptr_array_unref (ps);
+  static const uint8_t soft[] = { 127, 0, 0, 0 };
+  ps = mrcnn_mask_polygons (soft, 0, 0, 2, 2, 128, 5, 5);
+  g_assert_cmpuint (ps->len, ==, 0);
+  g_ptr_array_unref (ps);
+}
+
+/* Even-odd test of the pixel centre (x + 0.5, y + 0.5): never on an edge,
+ * since the vertices are integer corners. */
+static gboolean
+polygon_covers (const GArray *p, int x, int y)
+{
+  const int *v = (const int *) p->data;
+  int n = p->len / 2;
+  double px = x + 0.5, py = y + 0.5;
+  gboolean inside = FALSE;
+  for (int i = 0, j = n - 1; i < n; j = i++) {
+    double xi = v[2 * i], yi = v[2 * i + 1], xj = v[2 * j], yj = v[2 * j + 1];
+    if ((yi > py) != (yj > py) && px < xi + (py - yi) * (xj - xi) / (yj - yi))
+      inside = !inside;
+  }
+  return inside;
+}
+
+/* Random blobs with noise: the union of the filled polygons is the mask
+ * with its holes filled (background not 4-connected to the outside), and
+ * the edges are axis-aligned unit steps apart. */
+static void
+test_polygons_fill_back (void)
+{
+  GRand *rand = g_rand_new_with_seed (5);
+  for (int t = 0; t < 40; t++) {
+    int w = g_rand_int_range (rand, 1, 40), h = g_rand_int_range (rand, 1,
+        40);
+    uint8_t *mask = g_new0 (uint8_t, w * h);
+    int density = g_rand_int_range (rand, 20, 90);
+    for (int i = 0; i < w * h; i++)
+      mask[i] = g_rand_int_range (rand, 0, 100) < density ? 200 : 50;
+    /* expected: everything but the background reachable from outside */
+    uint8_t *outside = g_new0 (uint8_t, w * h);
+    GArray *stack = g_array_new (FALSE, FALSE, sizeof (int));
+    for (int i = 0; i < w * h; i++) {
+      int x = i % w, y = i / w;
+      if ((x == 0 || y == 0 || x == w - 1 || y == h - 1) && mask[i] < 128) {
+        outside[i] = 1;
+        g_array_append_val (stack, i);
+      }
+    }
+    while (stack->len > 0) {
+      int i = g_array_index (stack, int, stack->len - 1);
+      g_array_set_size (stack, stack->len - 1);
+      int x = i % w, y = i / w;
+      const int nx[4] = { x - 1, x + 1, x, x }, ny[4] = { y, y, y - 1, y + 1 };
+      for (int k = 0; k < 4; k++) {
+        if (nx[k] < 0 || ny[k] < 0 || nx[k] >= w || ny[k] >= h)
+          continue;
+        int j = ny[k] * w + nx[k];
+        if (!outside[j] && mask[j] < 128) {
+          outside[j] = 1;
+          g_array_append_val (stack, j);
+        }
+      }
+    }
+    int ox = g_rand_int_range (rand, 0, 50), oy = g_rand_int_range (rand, 0,
+        50);
+    GPtrArray *ps = mrcnn_mask_polygons (mask, ox, oy, w, h, 128, ox + w,
+        oy + h);
+    for (guint k = 0; k < ps->len; k++) {
+      GArray *p = g_ptr_array_index (ps, k);
+      const int *v = (const int *) p->data;
+      int n = p->len / 2;
+      g_assert_cmpint (n, >=, 4);
+      for (int i = 0; i < n; i++) {
+        int j = (i + 1) % n;
+        g_assert_true ((v[2 * i] == v[2 * j]) != (v[2 * i + 1]
+                == v[2 * j + 1]));
+      }
+    }
+    for (int y = 0; y < h; y++)
+      for (int x = 0; x < w; x++) {
+        gboolean covered = FALSE;
+        for (guint k = 0; k < ps->len && !covered; k++)
+          covered = polygon_covers (g_ptr_array_index (ps, k), x + ox, y + oy);
+        g_assert_cmpint (covered, ==, !outside[y * w + x]);
+      }
+    g_ptr_array_unref (ps);
+    g_array_free (stack, TRUE);
+    g_free (outside);
+    g_free (mask);
+  }
+  g_rand_free (rand);
+}
+
 /* ---- matterport (MODEL_SPEC A.2, A.5 to A.8, C.2) ---------------------- */
 
 static void
@@ -624,6 +821,9 @@ main (int argc, char **argv)
   g_test_add_func ("/conv/many-vs-one", test_conv2d_many);
   g_test_add_func ("/rle/known", test_rle_known);
   g_test_add_func ("/rle/round-trip", test_rle_round_trip);
+  g_test_add_func ("/rle/rect", test_rle_rect);
+  g_test_add_func ("/polygons/known", test_polygons_known);
+  g_test_add_func ("/polygons/fill-back", test_polygons_fill_back);
   g_test_add_func ("/matterport/geometry", test_mp_geometry);
   g_test_add_func ("/matterport/anchors", test_mp_anchors);
   g_test_add_func ("/matterport/decode-clip", test_mp_decode_clip);

@@ -126,6 +126,24 @@ char *mrcnn_rle_encode_detection (const MrcnnDetection *detection,
     int image_width, int image_height);
 /* Column-major run lengths of an image-sized binary mask (row-major input). */
 char *mrcnn_rle_encode (const uint8_t *mask, int width, int height);
+/* The one encoder the two above use: the mask of an image_width x
+ * image_height image that is zero except in the rectangle (rect_x, rect_y,
+ * rect_width, rect_height), where a pixel is set when its byte in `rect`
+ * (row-major, rect_width per row) is >= threshold (1 for 0/1 masks, 128 to
+ * binarise 0..255 probabilities).  Parts of the rectangle outside the image
+ * are dropped.  No image-sized buffer is built. */
+char *mrcnn_rle_encode_rect (const uint8_t *rect, int rect_x, int rect_y,
+    int rect_width, int rect_height, uint8_t threshold, int image_width,
+    int image_height);
+/* Outer contours of the 8-connected parts of a mask given as for
+ * mrcnn_rle_encode_rect, one polygon per part (in raster order of the
+ * parts' first pixels): GArrays of int, x1, y1, x2, y2, ... in image
+ * pixel-corner coordinates (COCO's polygon convention: the polygon
+ * [0,0, 2,0, 2,1, 0,1] covers pixels (0,0) and (1,0)).  Holes are not
+ * traced.  Free with g_ptr_array_unref. */
+GPtrArray *mrcnn_mask_polygons (const uint8_t *rect, int rect_x, int rect_y,
+    int rect_width, int rect_height, uint8_t threshold, int image_width,
+    int image_height);
 /* Decodes a COCO compressed RLE string into a row-major width x height mask.
  * Returns FALSE on malformed input. */
 gboolean mrcnn_rle_decode (const char *counts, int width, int height,
