@@ -79,6 +79,7 @@ typedef struct {
   gint64 start_us;
   GstClockTime duration;
   gboolean tty;
+  gboolean line_open;           /* a progress line without its newline */
   gint64 last_line_us;
 } App;
 
@@ -92,8 +93,9 @@ fail (App *app, const gchar *format, ...)
   va_start (args, format);
   gchar *text = g_strdup_vprintf (format, args);
   va_end (args);
-  if (app->tty)
+  if (app->line_open)
     fputc ('\n', stderr);
+  app->line_open = FALSE;
   fprintf (stderr, "gst-maskrcnn-annotate: %s\n", text);
   g_free (text);
   app->exit_status = 1;
@@ -482,9 +484,10 @@ print_progress (App *app, gboolean final)
     g_string_append_printf (line, "%" G_GUINT64_FORMAT " frames  %.1f fps",
         frames, fps);
   }
-  if (app->tty)
+  if (app->tty) {
     fprintf (stderr, "\r%-60s%s", line->str, final ? "\n" : "");
-  else
+    app->line_open = !final;
+  } else
     fprintf (stderr, "progress: %s\n", line->str);
   fflush (stderr);
   g_string_free (line, TRUE);
