@@ -7,6 +7,8 @@
 #include "geometry.h"
 #include "model.h"
 
+G_BEGIN_DECLS
+
 /* Highest max-detections an engine accepts (sizes the mask workspace). */
 #define MRCNN_MAX_DETECTIONS 1000
 
@@ -49,12 +51,25 @@ typedef struct {
   /* Named intermediate tensors of the last image (see engine.c for the
    * names); FALSE when the backend does not have it. */
   gboolean (*inspect) (gpointer state, const char *name, MrcnnHostTensor *out);
+
+  /* Waits for the work queued so far (NULL: stages return when done). */
+  gboolean (*synchronize) (gpointer state, GError **error);
+  /* Device memory held, in bytes (NULL: none). */
+  size_t (*device_memory) (gpointer state);
 } MrcnnBackend;
 
 extern const MrcnnBackend mrcnn_backend_cpu;
+#ifdef MRCNN_WITH_CUDA
+extern const MrcnnBackend mrcnn_backend_cuda;
+/* Whether GPU device_id exists; if not, an error saying why (no driver, no
+ * GPU, index out of range). */
+gboolean mrcnn_cuda_device_usable (int device_id, GError **error);
+#endif
 
 /* Makes room in a result for n detections whose masks hold mask_pixels
  * pixels in all; grows only, so steady-state frames do not allocate. */
 void mrcnn_result_reserve (MrcnnResult *result, int n, size_t mask_pixels);
+
+G_END_DECLS
 
 #endif

@@ -13,7 +13,19 @@ struct _MrcnnEngine {
   gpointer state;
   MrcnnThresholds thresholds;
   char *dump_dir;
+  gboolean time_stages;
+  double stage_ms[MRCNN_N_STAGES];
 };
+
+static const char *const stage_names[MRCNN_N_STAGES] = {
+  "preprocess", "backbone", "proposals", "detect", "masks", "paste",
+};
+
+const char *
+mrcnn_stage_name (MrcnnStage stage)
+{
+  return stage >= 0 && stage < MRCNN_N_STAGES ? stage_names[stage] : NULL;
+}
 
 /* Intermediate tensors written by dump_dir, in pipeline order. */
 static const char *const dump_names[] = {
@@ -64,13 +76,32 @@ mrcnn_engine_new (const MrcnnModel *model, const MrcnnOptions *options,
     mrcnn_options_init (&defaults);
     options = &defaults;
   }
+  const MrcnnBackend *backend = &mrcnn_backend_cpu;
+#ifdef MRCNN_WITH_CUDA
+  if (options->backend == MRCNN_BACKEND_CUDA) {
+    GError *why = NULL;
+    if (!mrcnn_cuda_device_usable (options->device_id, &why)) {
+      g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_BACKEND,
+          "the CUDA backend is not available: %s; use the CPU backend",
+          why->message);
+      g_error_free (why);
+      return NULL;
+    }
+    backend = &mrcnn_backend_cuda;
+  } else if (options->backend == MRCNN_BACKEND_AUTO
+      && mrcnn_cuda_device_usable (options->device_id, NULL)) {
+    backend = &mrcnn_backend_cuda;
+  }
+#else
   if (options->backend == MRCNN_BACKEND_CUDA) {
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_UNSUPPORTED,
         "the CUDA backend is not available in this build; use the CPU "
         "backend");
     return NULL;
   }
-  if (options->precision == MRCNN_PRECISION_FP16) {
+#endif
+  if (options->precision == MRCNN_PRECISION_FP16
+      && backend == &mrcnn_backend_cpu) {
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_UNSUPPORTED,
         "fp16 precision needs the CUDA backend; the CPU backend runs fp32");
     return NULL;
@@ -78,7 +109,7 @@ mrcnn_engine_new (const MrcnnModel *model, const MrcnnOptions *options,
 
   MrcnnEngine *e = g_new0 (MrcnnEngine, 1);
   e->model = model;
-  e->backend = &mrcnn_backend_cpu;
+  e->backend = backend;
   if (!mrcnn_engine_set_thresholds (e, options->score_threshold,
           options->nms_threshold, options->max_detections,
           options->mask_threshold, error)) {
@@ -91,8 +122,17 @@ mrcnn_engine_new (const MrcnnModel *model, const MrcnnOptions *options,
     return NULL;
   }
   e->dump_dir = g_strdup (options->dump_dir);
+  e->time_stages = options->time_stages;
   return e;
 }
+
+#ifndef MRCNN_WITH_CUDA
+int
+mrcnn_cuda_device_count (void)
+{
+  return 0;
+}
+#endif
 
 void
 mrcnn_engine_free (MrcnnEngine *e)
@@ -168,6 +208,69 @@ dump (MrcnnEngine *e, GError **error)
   return TRUE;
 }
 
+/* One stage, timed when asked: the device's queue is drained before the
+ * clock stops, so the time is the stage's own. */
+static gboolean
+timed (MrcnnEngine *e, MrcnnStage stage, gboolean ok, gint64 *clock,
+    GError **error)
+{
+  if (!ok || !e->time_stages)
+    return ok;
+  if (e->backend->synchronize && !e->backend->synchronize (e->state, error))
+    return FALSE;
+  gint64 now = g_get_monotonic_time ();
+  e->stage_ms[stage] = (now - *clock) / 1000.0;
+  *clock = now;
+  return TRUE;
+}
+
+static gboolean
+run_stages (MrcnnEngine *e, const MrcnnImage *image,
+    const MrcnnGeometry *geometry, MrcnnResult *result, GError **error)
+{
+  const MrcnnBackend *b = e->backend;
+  gpointer s = e->state;
+  gint64 clock = g_get_monotonic_time ();
+  return timed (e, MRCNN_STAGE_PREPROCESS,
+      b->preprocess (s, image, geometry, error), &clock, error)
+      && timed (e, MRCNN_STAGE_BACKBONE, b->backbone (s, error), &clock, error)
+      && timed (e, MRCNN_STAGE_PROPOSALS, b->proposals (s, error), &clock,
+      error)
+      && timed (e, MRCNN_STAGE_DETECT, b->detect (s, &e->thresholds, error),
+      &clock, error)
+      && timed (e, MRCNN_STAGE_MASKS, b->masks (s, error), &clock, error)
+      && timed (e, MRCNN_STAGE_PASTE,
+      b->paste (s, &e->thresholds, result, error), &clock, error);
+}
+
+gboolean
+mrcnn_engine_stage_times (const MrcnnEngine *e, double ms[MRCNN_N_STAGES])
+{
+  if (!e->time_stages)
+    return FALSE;
+  memcpy (ms, e->stage_ms, sizeof e->stage_ms);
+  return TRUE;
+}
+
+size_t
+mrcnn_engine_device_memory (const MrcnnEngine *e)
+{
+  return e->backend->device_memory ? e->backend->device_memory (e->state)
+      : 0;
+}
+
+gboolean
+mrcnn_engine_detect_batch (MrcnnEngine *e, const MrcnnImage *images, int n,
+    MrcnnResult *results, GError **error)
+{
+  for (int i = 0; i < n; i++)
+    if (!mrcnn_engine_detect (e, &images[i], &results[i], error)) {
+      g_prefix_error (error, "frame %d of %d: ", i, n);
+      return FALSE;
+    }
+  return TRUE;
+}
+
 gboolean
 mrcnn_engine_detect (MrcnnEngine *e, const MrcnnImage *image,
     MrcnnResult *result, GError **error)
@@ -182,16 +285,10 @@ mrcnn_engine_detect (MrcnnEngine *e, const MrcnnImage *image,
   if (!mrcnn_geometry_compute (&e->model->config, image->width, image->height,
           &geometry, error))
     return FALSE;
-  const MrcnnBackend *b = e->backend;
   result->image_width = image->width;
   result->image_height = image->height;
   result->n_detections = 0;
-  if (!b->preprocess (e->state, image, &geometry, error)
-      || !b->backbone (e->state, error)
-      || !b->proposals (e->state, error)
-      || !b->detect (e->state, &e->thresholds, error)
-      || !b->masks (e->state, error)
-      || !b->paste (e->state, &e->thresholds, result, error))
+  if (!run_stages (e, image, &geometry, result, error))
     return FALSE;
   for (int i = 0; i < result->n_detections; i++)
     result->detections[i].label =

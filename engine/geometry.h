@@ -8,6 +8,8 @@
 
 #include "model.h"
 
+G_BEGIN_DECLS
+
 typedef struct {
   int orig_width, orig_height;
   int width, height;               /* resized, before padding */
@@ -112,5 +114,7 @@ int mrcnn_tf_nms (const float *boxes, const int *order, int n,
  * boxes go to 2 (A.7). */
 int mrcnn_matterport_roi_level (const float *box, int padded_h,
     int padded_w);
+
+G_END_DECLS
 
 #endif

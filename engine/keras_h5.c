@@ -12,6 +12,11 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Caps on a string-list attribute (layer_names of a ResNet-101 model:
+ * 450 names, 10 kB). */
+#define MAX_NAMES (1 << 20)
+#define MAX_NAMES_BYTES (64 << 20)
+
 struct _MrcnnKerasFile {
   char *path;
   hid_t file, root;
@@ -53,8 +58,11 @@ read_strings (hid_t obj, const char *name, GPtrArray *out)
   if (attr < 0)
     return FALSE;
   hid_t type = H5Aget_type (attr), space = H5Aget_space (attr);
-  hssize_t n = H5Sget_simple_extent_npoints (space);
-  gboolean ok = type >= 0 && space >= 0 && n >= 0
+  hssize_t n = space >= 0 ? H5Sget_simple_extent_npoints (space) : -1;
+  size_t size = type >= 0 ? H5Tget_size (type) : 0;
+  /* a damaged attribute may claim any count: refuse it before allocating */
+  gboolean ok = type >= 0 && space >= 0 && n >= 0 && n <= MAX_NAMES
+      && size <= MAX_NAMES_BYTES / (size_t) MAX (n, 1)
       && H5Tget_class (type) == H5T_STRING;
   if (ok && n > 0 && H5Tis_variable_str (type) > 0) {
     /* libhdf5 converts no character sets: read UTF-8 (h5py's str) as is */
@@ -71,7 +79,6 @@ read_strings (hid_t obj, const char *name, GPtrArray *out)
     H5Tclose (mem);
   } else if (ok && n > 0) {
     /* fixed length, NUL padded (or full) */
-    size_t size = H5Tget_size (type);
     char *buf = g_malloc0 ((size_t) n * size + 1);
     ok = size > 0 && H5Aread (attr, type, buf) >= 0;
     for (hssize_t i = 0; ok && i < n; i++)
@@ -182,24 +189,11 @@ mrcnn_keras_close (MrcnnKerasFile *f)
   g_free (f);
 }
 
-MrcnnKerasFile *
-mrcnn_keras_open (const char *path, GError **error)
+/* Reads the layer table of the open HDF5 file f->file. */
+static MrcnnKerasFile *
+keras_init (MrcnnKerasFile *f, GError **error)
 {
-  /* errors are reported here, with the file name, not on stderr */
-  H5Eset_auto2 (H5E_DEFAULT, NULL, NULL);
-  if (g_access (path, R_OK) != 0) {
-    fail (error, MRCNN_ERROR_IO, path, "cannot open: %s", g_strerror (errno));
-    return NULL;
-  }
-  if (H5Fis_hdf5 (path) <= 0) {
-    fail (error, MRCNN_ERROR_FORMAT, path, "not an HDF5 file (Keras "
-        "weights such as mask_rcnn_coco.h5 are HDF5)");
-    return NULL;
-  }
-  MrcnnKerasFile *f = g_new0 (MrcnnKerasFile, 1);
-  f->path = g_strdup (path);
-  f->root = -1;
-  f->file = H5Fopen (path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  const char *path = f->path;
   if (f->file < 0) {
     fail (error, MRCNN_ERROR_FORMAT, path, "cannot be opened as HDF5 "
         "(truncated or damaged?)");
@@ -232,6 +226,56 @@ mrcnn_keras_open (const char *path, GError **error)
   return f;
 }
 
+static MrcnnKerasFile *
+keras_new (const char *path)
+{
+  MrcnnKerasFile *f = g_new0 (MrcnnKerasFile, 1);
+  f->path = g_strdup (path);
+  f->file = f->root = -1;
+  return f;
+}
+
+MrcnnKerasFile *
+mrcnn_keras_open (const char *path, GError **error)
+{
+  /* errors are reported here, with the file name, not on stderr */
+  H5Eset_auto2 (H5E_DEFAULT, NULL, NULL);
+  if (g_access (path, R_OK) != 0) {
+    fail (error, MRCNN_ERROR_IO, path, "cannot open: %s", g_strerror (errno));
+    return NULL;
+  }
+  if (H5Fis_hdf5 (path) <= 0) {
+    fail (error, MRCNN_ERROR_FORMAT, path, "not an HDF5 file (Keras "
+        "weights such as mask_rcnn_coco.h5 are HDF5)");
+    return NULL;
+  }
+  MrcnnKerasFile *f = keras_new (path);
+  f->file = H5Fopen (path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  return keras_init (f, error);
+}
+
+MrcnnKerasFile *
+mrcnn_keras_open_image (const void *data, gsize size, const char *path,
+    GError **error)
+{
+  H5Eset_auto2 (H5E_DEFAULT, NULL, NULL);
+  static const char signature[8] = "\x89HDF\r\n\x1a\n";
+  if (size < 8 || memcmp (data, signature, 8) != 0) {
+    fail (error, MRCNN_ERROR_FORMAT, path, "not an HDF5 file (Keras "
+        "weights such as mask_rcnn_coco.h5 are HDF5)");
+    return NULL;
+  }
+  MrcnnKerasFile *f = keras_new (path);
+  /* the core driver reads a copy of the image, never a file by that name */
+  hid_t fapl = H5Pcreate (H5P_FILE_ACCESS);
+  if (fapl >= 0 && H5Pset_fapl_core (fapl, 1 << 20, FALSE) >= 0
+      && H5Pset_file_image (fapl, (void *) data, size) >= 0)
+    f->file = H5Fopen (path, H5F_ACC_RDONLY, fapl);
+  if (fapl >= 0)
+    H5Pclose (fapl);
+  return keras_init (f, error);
+}
+
 const MrcnnKerasWeight *
 mrcnn_keras_find (const MrcnnKerasFile *f, const char *layer,
     const char *var)
@@ -249,10 +293,19 @@ mrcnn_keras_read (const MrcnnKerasFile *f, const MrcnnKerasWeight *w,
   hid_t d = H5Dopen2 (f->root, w->dataset, H5P_DEFAULT);
   hid_t type = d >= 0 ? H5Dget_type (d) : -1;
   gboolean is_float = type >= 0 && H5Tget_class (type) == H5T_FLOAT;
+  /* the path may name another dataset than the one measured when the
+   * layer's weight names are odd ("/x", "a//b"): dst holds w's shape */
+  hid_t space = d >= 0 ? H5Dget_space (d) : -1;
+  hssize_t count = 1;
+  for (int i = 0; i < w->ndim; i++)
+    count *= w->shape[i];
+  gboolean same = space >= 0 && H5Sget_simple_extent_npoints (space) == count;
   /* libhdf5 converts float16/32/64 to float32 and undoes chunking and
    * compression filters */
-  gboolean ok = is_float && H5Dread (d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
-      H5P_DEFAULT, dst) >= 0;
+  gboolean ok = is_float && same && H5Dread (d, H5T_NATIVE_FLOAT, H5S_ALL,
+      H5S_ALL, H5P_DEFAULT, dst) >= 0;
+  if (space >= 0)
+    H5Sclose (space);
   if (type >= 0)
     H5Tclose (type);
   if (d >= 0)
@@ -260,7 +313,8 @@ mrcnn_keras_read (const MrcnnKerasFile *f, const MrcnnKerasWeight *w,
   if (!ok)
     fail (error, MRCNN_ERROR_FORMAT, f->path, "cannot read dataset \"%s\" "
         "as float32: %s", w->dataset, !is_float ? "it is not a "
-        "floating-point dataset" : "read failed (a compression filter this "
+        "floating-point dataset" : !same ? "its size changed between "
+        "lookups (a damaged file)" : "read failed (a compression filter this "
         "libhdf5 lacks, or a damaged file)");
   return ok;
 }

@@ -17,6 +17,10 @@ typedef struct {
 typedef struct _MrcnnKerasFile MrcnnKerasFile;
 
 MrcnnKerasFile *mrcnn_keras_open (const char *path, GError **error);
+/* The same over a file's content in memory (libhdf5's file image, copied);
+ * path names it in errors. */
+MrcnnKerasFile *mrcnn_keras_open_image (const void *data, gsize size,
+    const char *path, GError **error);
 void mrcnn_keras_close (MrcnnKerasFile *file);
 
 /* Variable `var` ("kernel", "bias", "gamma", ...) of the Keras layer

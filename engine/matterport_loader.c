@@ -17,23 +17,11 @@ typedef struct {
   const char *path;
   float eps;
   GError **error;
+  gint64 total; /* float32 values loaded so far */
 } Loader;
 
-static gboolean
-model_error (Loader *ld, const char *format, ...) G_GNUC_PRINTF (2, 3);
-
-static gboolean
-model_error (Loader *ld, const char *format, ...)
-{
-  va_list args;
-  va_start (args, format);
-  char *message = g_strdup_vprintf (format, args);
-  va_end (args);
-  g_set_error (ld->error, MRCNN_ERROR, MRCNN_ERROR_MODEL, "%s: %s", ld->path,
-      message);
-  g_free (message);
-  return FALSE;
-}
+#define model_error(ld, ...) \
+  mrcnn_model_error ((ld)->error, (ld)->path, __VA_ARGS__)
 
 static char *
 shape_string (int ndim, const int64_t *shape)
@@ -68,20 +56,31 @@ load (Loader *ld, const char *layer, const char *var, int ndim,
   }
   gboolean ok = w->ndim == ndim;
   for (int i = 0; ok && i < ndim; i++)
-    ok = expected[i] < 0 || expected[i] == w->shape[i];
+    ok = (expected[i] < 0 || expected[i] == w->shape[i])
+        /* empty layers would give the network zero channels */
+        && w->shape[i] > 0 && w->shape[i] <= MRCNN_MAX_DIM_SIZE;
   if (!ok) {
     char *got = shape_string (w->ndim, w->shape);
     char *want = shape_string (ndim, expected);
     model_error (ld, "layer \"%s\" weight \"%s\" has shape %s, expected %s "
-        "(-1: any)", layer, var, got, want);
+        "(-1: any size from 1 to %d)", layer, var, got, want,
+        MRCNN_MAX_DIM_SIZE);
     g_free (got);
     g_free (want);
     return NULL;
   }
-  size_t n = 1;
-  for (int i = 0; i < ndim; i++)
-    n *= (size_t) w->shape[i];
-  float *data = g_new (float, MAX (n, 1));
+  /* a compressed dataset may claim any size: count before allocating */
+  gint64 n = 1;
+  for (int i = 0; i < ndim && n <= MRCNN_MAX_MODEL_WEIGHTS; i++)
+    n *= w->shape[i];
+  if (n > MRCNN_MAX_MODEL_WEIGHTS - ld->total) {
+    model_error (ld, "the weights exceed %" G_GINT64_FORMAT " values (at "
+        "layer \"%s\" weight \"%s\"): refused as too large",
+        MRCNN_MAX_MODEL_WEIGHTS, layer, var);
+    return NULL;
+  }
+  ld->total += n;
+  float *data = g_new (float, n);
   if (!mrcnn_keras_read (ld->file, w, data, ld->error)) {
     g_free (data);
     return NULL;
@@ -431,9 +430,10 @@ read_classes (MrcnnModel *m, GHashTable *sidecar, const char *config_path,
 }
 
 MrcnnModel *
-mrcnn_model_load_matterport (const char *path, GHashTable *sidecar,
+mrcnn_model_load_matterport (const MrcnnSource *source, GHashTable *sidecar,
     const char *config_path, GError **error)
 {
+  const char *path = source->path;
   MrcnnModel *m = g_new0 (MrcnnModel, 1);
   m->path = g_strdup (path);
   mrcnn_config_init_matterport (&m->config);
@@ -442,12 +442,15 @@ mrcnn_model_load_matterport (const char *path, GHashTable *sidecar,
     mrcnn_model_free (m);
     return NULL;
   }
-  MrcnnKerasFile *file = mrcnn_keras_open (path, error);
+  MrcnnKerasFile *file = source->bytes
+      ? mrcnn_keras_open_image (g_bytes_get_data (source->bytes, NULL),
+          g_bytes_get_size (source->bytes), path, error)
+      : mrcnn_keras_open (path, error);
   if (!file) {
     mrcnn_model_free (m);
     return NULL;
   }
-  Loader ld = { file, path, m->config.backbone_bn_eps, error };
+  Loader ld = { file, path, m->config.backbone_bn_eps, error, 0 };
   gboolean ok = load_backbone (&ld, m)
       && load_fpn (&ld, m)
       && load_rpn (&ld, m)

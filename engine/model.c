@@ -81,20 +81,48 @@ mrcnn_config_init_torchvision (MrcnnConfig *c)
     c->anchor_sizes[l][0] = anchor_sizes[l];
 }
 
+static const char hdf5_signature[8] = "\x89HDF\r\n\x1a\n";
+
 /* HDF5's signature; files with a user block have it later, so the
  * extension counts too. */
 static gboolean
 is_hdf5 (const char *path)
 {
-  static const char signature[8] = "\x89HDF\r\n\x1a\n";
   char head[8];
   FILE *f = g_fopen (path, "rb");
   gboolean match = f && fread (head, 1, 8, f) == 8
-      && memcmp (head, signature, 8) == 0;
+      && memcmp (head, hdf5_signature, 8) == 0;
   if (f)
     fclose (f);
   return match || g_str_has_suffix (path, ".h5")
       || g_str_has_suffix (path, ".hdf5");
+}
+
+void
+mrcnn_model_default_class_names (MrcnnModel *m)
+{
+  gboolean matterport = m->config.variant == MRCNN_VARIANT_MATTERPORT;
+  const char *const *coco = matterport ? coco_matterport_names
+      : coco_torchvision_names;
+  int coco_count = matterport ? 81 : 91;
+  m->class_names = g_new0 (char *, m->num_classes + 1);
+  for (int i = 0; i < m->num_classes; i++)
+    m->class_names[i] = m->num_classes == coco_count ? g_strdup (coco[i])
+        : i == 0 ? g_strdup (matterport ? "BG" : "__background__")
+        : g_strdup_printf ("class_%d", i);
+}
+
+/* The loading shared by files and content in memory. */
+static MrcnnModel *
+load (const MrcnnSource *source, gboolean matterport, GHashTable *sidecar,
+    const char *config_path, GError **error)
+{
+  MrcnnModel *m = matterport
+      ? mrcnn_model_load_matterport (source, sidecar, config_path, error)
+      : mrcnn_model_load_torchvision (source, sidecar, config_path, error);
+  if (m && !m->class_names)
+    mrcnn_model_default_class_names (m);
+  return m;
 }
 
 MrcnnModel *
@@ -105,22 +133,28 @@ mrcnn_model_load_with_config (const char *path, const char *config_path,
   GHashTable *sidecar = NULL;
   if (config_path && !(sidecar = mrcnn_sidecar_load (config_path, error)))
     return NULL;
-  gboolean matterport = is_hdf5 (path);
-  MrcnnModel *m = matterport
-      ? mrcnn_model_load_matterport (path, sidecar, config_path, error)
-      : mrcnn_model_load_torchvision (path, sidecar, config_path, error);
+  MrcnnSource source = { path, NULL };
+  MrcnnModel *m = load (&source, is_hdf5 (path), sidecar, config_path, error);
   if (sidecar)
     g_hash_table_unref (sidecar);
-  if (m && !m->class_names) {
-    const char *const *coco = matterport ? coco_matterport_names
-        : coco_torchvision_names;
-    int coco_count = matterport ? 81 : 91;
-    m->class_names = g_new0 (char *, m->num_classes + 1);
-    for (int i = 0; i < m->num_classes; i++)
-      m->class_names[i] = m->num_classes == coco_count ? g_strdup (coco[i])
-          : i == 0 ? g_strdup (matterport ? "BG" : "__background__")
-          : g_strdup_printf ("class_%d", i);
-  }
+  return m;
+}
+
+MrcnnModel *
+mrcnn_model_load_bytes (GBytes *weights, const char *name,
+    const char *config_text, const char *config_name, GError **error)
+{
+  GHashTable *sidecar = NULL;
+  if (config_text && !(sidecar = mrcnn_sidecar_parse (config_text,
+              config_name, error)))
+    return NULL;
+  gsize size = 0;
+  const char *data = g_bytes_get_data (weights, &size);
+  gboolean matterport = size >= 8 && memcmp (data, hdf5_signature, 8) == 0;
+  MrcnnSource source = { name, weights };
+  MrcnnModel *m = load (&source, matterport, sidecar, config_name, error);
+  if (sidecar)
+    g_hash_table_unref (sidecar);
   return m;
 }
 
@@ -176,6 +210,13 @@ mrcnn_model_free (MrcnnModel *m)
   g_strfreev (m->class_names);
   g_free (m->path);
   g_free (m);
+}
+
+const char *
+mrcnn_model_variant (const MrcnnModel *m)
+{
+  return m->config.variant == MRCNN_VARIANT_MATTERPORT ? "matterport"
+      : "torchvision";
 }
 
 int
@@ -344,4 +385,17 @@ mrcnn_model_describe (const MrcnnModel *m)
   json_node_unref (root);
   g_object_unref (b);
   return text;
+}
+
+gboolean
+mrcnn_model_error (GError **error, const char *path, const char *format, ...)
+{
+  va_list args;
+  va_start (args, format);
+  char *message = g_strdup_vprintf (format, args);
+  va_end (args);
+  g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_MODEL, "%s: %s", path,
+      message);
+  g_free (message);
+  return FALSE;
 }

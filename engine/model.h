@@ -6,6 +6,8 @@
 
 #include "mrcnn.h"
 
+G_BEGIN_DECLS
+
 #define MRCNN_FPN_LEVELS 5   /* P2..P5 and the pooled P6 */
 #define MRCNN_ROI_LEVELS 4   /* ROIAlign reads P2..P5 */
 #define MRCNN_MAX_ANCHOR_SHAPES 8
@@ -111,6 +113,15 @@ struct _MrcnnModel {
 };
 
 void mrcnn_config_init_torchvision (MrcnnConfig *config);
+
+/* COCO's names where the model has COCO's class count for its variant,
+ * else "class_<i>" (and the variant's background name). */
+void mrcnn_model_default_class_names (MrcnnModel *model);
+
+/* Sets a MRCNN_ERROR_MODEL error "<path>: <message>" and returns FALSE:
+ * what every loader reports for missing, misshapen or inconsistent weights. */
+gboolean mrcnn_model_error (GError **error, const char *path,
+    const char *format, ...) G_GNUC_PRINTF (3, 4);
 /* matterport's Config with the COCO inference values (MODEL_SPEC A.1). */
 void mrcnn_config_init_matterport (MrcnnConfig *config);
 /* Sets the Config attributes a sidecar holds (key -> JsonNode); errors name
@@ -119,13 +130,37 @@ void mrcnn_config_init_matterport (MrcnnConfig *config);
 gboolean mrcnn_config_apply_matterport (MrcnnConfig *config,
     GHashTable *sidecar, const char *config_path, GError **error);
 
+/* Larger tensor dimensions are refused: no layer of a real model comes
+ * near, and every size then fits an int. */
+#define MRCNN_MAX_DIM_SIZE (1 << 24)
+
+/* A model's weights in float32 are refused beyond this many values
+ * (1 GiB; matterport's COCO model has 64 M): a small hostile file (a
+ * compressed HDF5 dataset) cannot make the loader exhaust memory. */
+#define MRCNN_MAX_MODEL_WEIGHTS ((gint64) 1 << 28)
+
+/* Where weights come from: the file at path, or (bytes set) that content
+ * in memory, path then only naming it in errors. */
+typedef struct {
+  const char *path;
+  GBytes *bytes;
+} MrcnnSource;
+
 /* Loader for torchvision state_dicts (torchvision_loader.c).  sidecar
  * (key -> JsonNode, may be NULL) overrides the file's __metadata__. */
-MrcnnModel *mrcnn_model_load_torchvision (const char *path,
+MrcnnModel *mrcnn_model_load_torchvision (const MrcnnSource *source,
     GHashTable *sidecar, const char *config_path, GError **error);
 /* Loader for matterport Keras HDF5 weights (matterport_loader.c); sidecar
  * holds matterport Config attributes. */
-MrcnnModel *mrcnn_model_load_matterport (const char *path,
+MrcnnModel *mrcnn_model_load_matterport (const MrcnnSource *source,
     GHashTable *sidecar, const char *config_path, GError **error);
+
+/* mrcnn_model_load_with_config over content in memory: weights (a
+ * .safetensors or HDF5 file's bytes, told apart by content) named `name`
+ * in errors, and the text of a sidecar (NULL: none) named config_name. */
+MrcnnModel *mrcnn_model_load_bytes (GBytes *weights, const char *name,
+    const char *config_text, const char *config_name, GError **error);
+
+G_END_DECLS
 
 #endif

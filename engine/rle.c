@@ -93,12 +93,16 @@ mrcnn_rle_encode_detection (const MrcnnDetection *d, int width, int height)
 gboolean
 mrcnn_rle_decode (const char *s, int width, int height, uint8_t *mask)
 {
+  if (width < 0 || height < 0)
+    return FALSE;
   gint64 total = (gint64) width * height, pos = 0;
   GArray *counts = g_array_new (FALSE, FALSE, sizeof (gint64));
   gboolean ok = TRUE;
   const char *p = s;
   while (ok && *p) {
-    gint64 x = 0;
+    /* a count is at most 13 groups of 5 bits, kept unsigned while built
+     * so that no shift overflows */
+    guint64 bits = 0;
     int k = 0;
     gboolean more = TRUE;
     while (more) {
@@ -107,18 +111,26 @@ mrcnn_rle_decode (const char *s, int width, int height, uint8_t *mask)
         break;
       }
       int c = *p - 48;
-      x |= (gint64) (c & 0x1f) << (5 * k);
+      bits |= (guint64) (c & 0x1f) << (5 * k);
       more = (c & 0x20) != 0;
       p++;
       k++;
-      if (!more && (c & 0x10))
-        x |= (gint64) (~(guint64) 0 << (5 * k));
+      if (!more && (c & 0x10) && 5 * k < 64)
+        bits |= ~(guint64) 0 << (5 * k);
     }
     if (!ok)
       break;
+    gint64 x = (gint64) bits;
     guint m = counts->len;
-    if (m > 2)
+    if (m > 2) {
+      /* both counts lie in [0, total]: a larger difference is malformed
+       * (and would overflow the sum) */
+      if (x < -total || x > total) {
+        ok = FALSE;
+        break;
+      }
       x += g_array_index (counts, gint64, m - 2);
+    }
     g_array_append_val (counts, x);
     if (x < 0 || x > total - pos) {
       ok = FALSE;

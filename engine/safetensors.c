@@ -1,17 +1,19 @@
 #include "safetensors.h"
 
-#include "mrcnn.h"
+#include "model.h"
+#include "sidecar.h"
 
 #include <errno.h>
 #include <json-glib/json-glib.h>
 #include <string.h>
 
-/* A header larger than this is refused before it is parsed. */
-#define MAX_HEADER_BYTES (100 * 1024 * 1024)
+/* A header larger than this is refused before it is parsed (a ResNet-50
+ * model's is 40 kB; json-glib needs many times a header's size). */
+#define MAX_HEADER_BYTES (16 * 1024 * 1024)
 
 struct _MrcnnSafetensors {
   char *path;
-  GMappedFile *map;
+  GBytes *bytes; /* the file's content, mapped or in memory */
   GHashTable *tensors;  /* name -> MrcnnTensorView */
   GHashTable *metadata; /* key -> value */
 };
@@ -112,7 +114,9 @@ parse_tensor (MrcnnSafetensors *file, const char *name, JsonNode *node,
     JsonNode *dim = json_array_get_element (shape, i);
     gint64 d = json_node_get_value_type (dim) == G_TYPE_INT64
         ? json_node_get_int (dim) : -1;
-    if (d < 0 || (d > 0 && numel > data_size / (guint64) d)) {
+    /* a zero dimension makes any other fit the file: cap them too */
+    if (d < 0 || d > MRCNN_MAX_DIM_SIZE
+        || (d > 0 && numel > data_size / (guint64) d)) {
       g_free (view);
       return fail (error, MRCNN_ERROR_FORMAT, path,
           "tensor \"%s\" has an invalid shape or is larger than the file",
@@ -125,10 +129,14 @@ parse_tensor (MrcnnSafetensors *file, const char *name, JsonNode *node,
   view->numel = (int64_t) numel;
 
   JsonArray *offsets = json_node_get_array (offsets_node);
-  if (json_array_get_length (offsets) != 2) {
+  gboolean integers = json_array_get_length (offsets) == 2;
+  for (guint i = 0; integers && i < 2; i++)
+    integers = json_node_get_value_type (json_array_get_element (offsets, i))
+        == G_TYPE_INT64;
+  if (!integers) {
     g_free (view);
     return fail (error, MRCNN_ERROR_FORMAT, path,
-        "bad JSON header: data_offsets of \"%s\" must have two entries", name);
+        "bad JSON header: data_offsets of \"%s\" must be two integers", name);
   }
   gint64 begin = json_array_get_int_element (offsets, 0);
   gint64 end = json_array_get_int_element (offsets, 1);
@@ -192,17 +200,28 @@ mrcnn_safetensors_open (const char *path, GError **error)
     g_error_free (map_error);
     return NULL;
   }
+  GBytes *bytes = g_mapped_file_get_bytes (map);
+  g_mapped_file_unref (map);
+  MrcnnSafetensors *file = mrcnn_safetensors_open_bytes (bytes, path, error);
+  g_bytes_unref (bytes);
+  return file;
+}
 
+MrcnnSafetensors *
+mrcnn_safetensors_open_bytes (GBytes *content, const char *path,
+    GError **error)
+{
   MrcnnSafetensors *file = g_new0 (MrcnnSafetensors, 1);
   file->path = g_strdup (path);
-  file->map = map;
+  file->bytes = g_bytes_ref (content);
   file->tensors = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
       tensor_view_free);
   file->metadata = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
       g_free);
 
-  const uint8_t *bytes = (const uint8_t *) g_mapped_file_get_contents (map);
-  guint64 size = g_mapped_file_get_length (map);
+  gsize length = 0;
+  const uint8_t *bytes = g_bytes_get_data (content, &length);
+  guint64 size = length;
   JsonParser *parser = NULL;
   if (size == 0) {
     fail (error, MRCNN_ERROR_FORMAT, path, "file is empty");
@@ -225,6 +244,11 @@ mrcnn_safetensors_open (const char *path, GError **error)
     goto error;
   }
 
+  if (mrcnn_json_too_deep ((const char *) bytes + 8, (gssize) header_len)) {
+    fail (error, MRCNN_ERROR_FORMAT, path, "bad JSON header: nested deeper "
+        "than %d levels", MRCNN_MAX_JSON_DEPTH);
+    goto error;
+  }
   parser = json_parser_new ();
   GError *json_error = NULL;
   if (!json_parser_load_from_data (parser, (const char *) bytes + 8,
@@ -271,7 +295,7 @@ mrcnn_safetensors_close (MrcnnSafetensors *file)
     return;
   g_hash_table_destroy (file->tensors);
   g_hash_table_destroy (file->metadata);
-  g_mapped_file_unref (file->map);
+  g_bytes_unref (file->bytes);
   g_free (file->path);
   g_free (file);
 }

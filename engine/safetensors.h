@@ -32,7 +32,12 @@ typedef struct {
 
 typedef struct _MrcnnSafetensors MrcnnSafetensors;
 
+/* Maps the file. */
 MrcnnSafetensors *mrcnn_safetensors_open (const char *path, GError **error);
+/* The same over a file's content in memory, referenced while open; path
+ * names it in errors. */
+MrcnnSafetensors *mrcnn_safetensors_open_bytes (GBytes *content,
+    const char *path, GError **error);
 void mrcnn_safetensors_close (MrcnnSafetensors *file);
 
 const char *mrcnn_safetensors_path (const MrcnnSafetensors *file);

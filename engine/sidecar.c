@@ -2,8 +2,35 @@
 
 #include "mrcnn.h"
 
+#include <errno.h>
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
+#include <stdio.h>
 #include <string.h>
+
+gboolean
+mrcnn_json_too_deep (const char *text, gssize length)
+{
+  const char *end = length < 0 ? text + strlen (text) : text + length;
+  int depth = 0;
+  gboolean in_string = FALSE;
+  for (const char *p = text; p < end; p++) {
+    if (in_string) {
+      if (*p == '\\' && p + 1 < end)
+        p++;
+      else if (*p == '"')
+        in_string = FALSE;
+    } else if (*p == '"') {
+      in_string = TRUE;
+    } else if (*p == '[' || *p == '{') {
+      if (++depth > MRCNN_MAX_JSON_DEPTH)
+        return TRUE;
+    } else if (*p == ']' || *p == '}') {
+      depth--;
+    }
+  }
+  return FALSE;
+}
 
 static GHashTable *
 new_table (void)
@@ -77,7 +104,10 @@ load_json (const char *path, const char *text, GError **error)
   JsonParser *parser = json_parser_new ();
   GError *json_error = NULL;
   GHashTable *table = NULL;
-  if (!json_parser_load_from_data (parser, text, -1, &json_error)) {
+  if (mrcnn_json_too_deep (text, -1)) {
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
+        "%s: JSON nested deeper than %d levels", path, MRCNN_MAX_JSON_DEPTH);
+  } else if (!json_parser_load_from_data (parser, text, -1, &json_error)) {
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
         "%s: not valid JSON: %s", path, json_error->message);
     g_error_free (json_error);
@@ -120,12 +150,14 @@ load_lines (const char *path, const char *text, GError **error)
     char *key = g_strstrip (line);
     char *json = python_to_json (g_strstrip (eq + 1));
     GError *json_error = NULL;
-    JsonNode *node = *key ? json_from_string (json, &json_error) : NULL;
+    JsonNode *node = *key && !mrcnn_json_too_deep (json, -1)
+        ? json_from_string (json, &json_error) : NULL;
     if (!node) {
       g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
           "%s: line %d: %s%s%s", path, i + 1,
           *key ? "bad value for " : "missing key", key,
-          *key ? " (numbers, quoted strings, lists, True or False)" : "");
+          *key ? " (numbers, quoted strings, lists nested at most 64 deep, "
+          "True or False)" : "");
       g_clear_error (&json_error);
       ok = FALSE;
     } else {
@@ -140,21 +172,46 @@ load_lines (const char *path, const char *text, GError **error)
 }
 
 GHashTable *
-mrcnn_sidecar_load (const char *path, GError **error)
+mrcnn_sidecar_parse (const char *text, const char *path, GError **error)
 {
-  char *text = NULL;
-  GError *io_error = NULL;
-  if (!g_file_get_contents (path, &text, NULL, &io_error)) {
-    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_IO, "%s: cannot read: %s",
-        path, io_error->message);
-    g_error_free (io_error);
-    return NULL;
-  }
   const char *first = text;
   while (g_ascii_isspace (*first))
     first++;
-  GHashTable *table = *first == '{' ? load_json (path, text, error)
+  return *first == '{' ? load_json (path, text, error)
       : load_lines (path, text, error);
+}
+
+GHashTable *
+mrcnn_sidecar_load (const char *path, GError **error)
+{
+  /* read with a cap rather than g_file_get_contents: the path may name a
+   * device or a pipe that never ends */
+  FILE *f = g_fopen (path, "rb");
+  if (!f) {
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_IO, "%s: cannot read: %s",
+        path, g_strerror (errno));
+    return NULL;
+  }
+  char *text = g_malloc (MRCNN_MAX_SIDECAR_BYTES + 1);
+  size_t length = fread (text, 1, MRCNN_MAX_SIDECAR_BYTES + 1, f);
+  gboolean failed = ferror (f);
+  int saved_errno = errno;
+  fclose (f);
+  GHashTable *table = NULL;
+  if (failed)
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_IO, "%s: cannot read: %s",
+        path, g_strerror (saved_errno));
+  else if (length > MRCNN_MAX_SIDECAR_BYTES)
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
+        "%s: larger than %d bytes: not a sidecar configuration", path,
+        MRCNN_MAX_SIDECAR_BYTES);
+  else if (memchr (text, '\0', length))
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
+        "%s: holds NUL bytes: not a text file", path);
+  else {
+    text[length] = '\0';
+    table = mrcnn_sidecar_parse (text, path, error);
+  }
   g_free (text);
   return table;
 }

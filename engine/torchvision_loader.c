@@ -4,6 +4,7 @@
  * maskrcnn_resnet50_fpn v1. */
 #include "backend.h"
 #include "safetensors.h"
+#include "sidecar.h"
 
 #include <json-glib/json-glib.h>
 #include <math.h>
@@ -16,23 +17,11 @@ typedef struct {
   GError **error;
   GHashTable *sidecar;     /* key -> value text, or NULL */
   const char *config_path;
+  gint64 total;            /* float32 values loaded so far */
 } Loader;
 
-static gboolean
-model_error (Loader *ld, const char *format, ...) G_GNUC_PRINTF (2, 3);
-
-static gboolean
-model_error (Loader *ld, const char *format, ...)
-{
-  va_list args;
-  va_start (args, format);
-  char *message = g_strdup_vprintf (format, args);
-  va_end (args);
-  g_set_error (ld->error, MRCNN_ERROR, MRCNN_ERROR_MODEL, "%s: %s", ld->path,
-      message);
-  g_free (message);
-  return FALSE;
-}
+#define model_error(ld, ...) \
+  mrcnn_model_error ((ld)->error, (ld)->path, __VA_ARGS__)
 
 /* The tensor under its current name, or under its legacy (.pth) name. */
 static const MrcnnTensorView *
@@ -69,16 +58,26 @@ load (Loader *ld, const char *name, const char *legacy, int ndim,
   gboolean ok = t->ndim == ndim;
   for (int i = 0; ok && i < ndim; i++)
     ok = expected[i] < 0 || expected[i] == t->shape[i];
+  /* an empty layer would give the network zero channels */
+  for (int i = 0; ok && i < ndim; i++)
+    ok = t->shape[i] > 0;
   if (!ok) {
     char *got = shape_string (t->ndim, t->shape);
     char *want = shape_string (ndim, expected);
-    model_error (ld, "tensor \"%s\" has shape %s, expected %s (-1: any)",
-        t->name, got, want);
+    model_error (ld, "tensor \"%s\" has shape %s, expected %s (-1: any "
+        "size above 0)", t->name, got, want);
     g_free (got);
     g_free (want);
     return NULL;
   }
-  float *data = g_new (float, t->numel > 0 ? t->numel : 1);
+  ld->total += t->numel;
+  if (ld->total > MRCNN_MAX_MODEL_WEIGHTS) {
+    model_error (ld, "the weights exceed %" G_GINT64_FORMAT " values (at "
+        "tensor \"%s\"): refused as too large", MRCNN_MAX_MODEL_WEIGHTS,
+        t->name);
+    return NULL;
+  }
+  float *data = g_new (float, t->numel);
   if (!mrcnn_tensor_to_f32 (t, data)) {
     model_error (ld, "tensor \"%s\" has dtype %s, expected a floating-point "
         "dtype", t->name, mrcnn_dtype_name (t->dtype));
@@ -331,6 +330,11 @@ meta_json (Loader *ld, const char *key, gboolean *ok)
   if (!text)
     return NULL;
   GError *json_error = NULL;
+  if (mrcnn_json_too_deep (text, -1)) {
+    *ok = meta_error (ld, key, "metadata \"%s\" is nested deeper than %d "
+        "levels", key, MRCNN_MAX_JSON_DEPTH);
+    return NULL;
+  }
   JsonNode *node = json_from_string (text, &json_error);
   if (!node) {
     *ok = meta_error (ld, key, "metadata \"%s\" is not valid JSON: %s", key,
@@ -694,18 +698,21 @@ sidecar_text (GHashTable *sidecar, const char *config_path, GError **error)
 }
 
 MrcnnModel *
-mrcnn_model_load_torchvision (const char *path, GHashTable *sidecar,
+mrcnn_model_load_torchvision (const MrcnnSource *source, GHashTable *sidecar,
     const char *config_path, GError **error)
 {
+  const char *path = source->path;
   GHashTable *overrides = NULL;
   if (sidecar && !(overrides = sidecar_text (sidecar, config_path, error)))
     return NULL;
-  MrcnnSafetensors *file = mrcnn_safetensors_open (path, error);
+  MrcnnSafetensors *file = source->bytes
+      ? mrcnn_safetensors_open_bytes (source->bytes, path, error)
+      : mrcnn_safetensors_open (path, error);
   if (!file) {
     g_clear_pointer (&overrides, g_hash_table_unref);
     return NULL;
   }
-  Loader ld = { file, path, error, overrides, config_path };
+  Loader ld = { file, path, error, overrides, config_path, 0 };
   MrcnnModel *m = g_new0 (MrcnnModel, 1);
   m->path = g_strdup (path);
   mrcnn_config_init_torchvision (&m->config);

@@ -179,18 +179,13 @@ contour_map (GstMaskRcnnOverlay *self, const GstMaskRcnnDetection *d,
 static void
 draw_label (GstMaskRcnnOverlay *self, GstVideoFrame *frame,
     const GstMaskRcnnDetection *d, const FrameColour *background,
-    const FrameColour *ink, int font_px)
+    const FrameColour *ink)
 {
   gchar *text = g_strdup_printf ("%s %.2f", d->class_name, d->score);
-  PangoContext *context = pango_font_map_create_context (self->font_map);
-  PangoLayout *layout = pango_layout_new (context);
-  PangoFontDescription *font = pango_font_description_from_string ("Sans Bold");
-  pango_font_description_set_absolute_size (font, font_px * PANGO_SCALE);
-  pango_layout_set_font_description (layout, font);
-  pango_layout_set_text (layout, text, -1);
+  pango_layout_set_text (self->layout, text, -1);
   int tw, th;
-  pango_layout_get_pixel_size (layout, &tw, &th);
-  int pad = MAX (1, font_px / 6), lw = tw + 2 * pad, lh = th;
+  pango_layout_get_pixel_size (self->layout, &tw, &th);
+  int pad = MAX (1, self->font_px / 6), lw = tw + 2 * pad, lh = th;
 
   /* above the box, or inside it at the top edge of the frame */
   int lx = (int) floorf (d->x), ly = (int) floorf (d->y) - lh;
@@ -202,8 +197,8 @@ draw_label (GstMaskRcnnOverlay *self, GstVideoFrame *frame,
       lh);
   cairo_t *cr = cairo_create (surface);
   cairo_move_to (cr, pad, 0);
-  pango_cairo_update_context (cr, context);
-  pango_cairo_show_layout (cr, layout);
+  pango_cairo_update_layout (cr, self->layout);
+  pango_cairo_show_layout (cr, self->layout);
   cairo_surface_flush (surface);
   paint (frame, background, lx, ly, lw, lh, NULL, 0, 1.0f);
   paint (frame, ink, lx, ly, lw, lh, cairo_image_surface_get_data (surface),
@@ -211,9 +206,6 @@ draw_label (GstMaskRcnnOverlay *self, GstVideoFrame *frame,
 
   cairo_destroy (cr);
   cairo_surface_destroy (surface);
-  pango_font_description_free (font);
-  g_object_unref (layout);
-  g_object_unref (context);
   g_free (text);
 }
 
@@ -243,6 +235,14 @@ gst_mask_rcnn_overlay_transform_frame_ip (GstVideoFilter *filter,
   if (line == 0)
     line = MAX (2, height / 360);
   int font_px = MAX (12, height / 40);
+  if (labels && font_px != self->font_px) {
+    PangoFontDescription *font =
+        pango_font_description_from_string ("Sans Bold");
+    pango_font_description_set_absolute_size (font, font_px * PANGO_SCALE);
+    pango_layout_set_font_description (self->layout, font);
+    pango_font_description_free (font);
+    self->font_px = font_px;
+  }
   static const float white[3] = { 1, 1, 1 }, black[3] = { 0, 0, 0 };
   FrameColour ink_light = frame_colour (&frame->info, white);
   FrameColour ink_dark = frame_colour (&frame->info, black);
@@ -276,7 +276,7 @@ gst_mask_rcnn_overlay_transform_frame_ip (GstVideoFilter *filter,
       /* dark text on light colours, light text on dark ones */
       float luma = 0.299f * rgb[0] + 0.587f * rgb[1] + 0.114f * rgb[2];
       draw_label (self, frame, d, &colour, luma > 0.6f ? &ink_dark
-          : &ink_light, font_px);
+          : &ink_light);
     }
   }
   return GST_FLOW_OK;
@@ -354,7 +354,7 @@ gst_mask_rcnn_overlay_finalize (GObject *object)
   GstMaskRcnnOverlay *self = GST_MASK_RCNN_OVERLAY (object);
 
   g_free (self->scratch);
-  g_clear_object (&self->font_map);
+  g_clear_object (&self->layout);
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 
@@ -411,5 +411,9 @@ gst_mask_rcnn_overlay_init (GstMaskRcnnOverlay *self)
       self->draw_labels = DEFAULT_DRAW;
   self->mask_alpha = DEFAULT_MASK_ALPHA;
   self->line_width = DEFAULT_LINE_WIDTH;
-  self->font_map = pango_cairo_font_map_new ();
+  PangoFontMap *font_map = pango_cairo_font_map_new ();
+  PangoContext *context = pango_font_map_create_context (font_map);
+  self->layout = pango_layout_new (context);
+  g_object_unref (context);
+  g_object_unref (font_map);
 }

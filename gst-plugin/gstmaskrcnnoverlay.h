@@ -24,7 +24,8 @@ struct _GstMaskRcnnOverlay {
   /* scratch reused from frame to frame */
   guint8 *scratch;
   gsize scratch_size;
-  PangoFontMap *font_map;
+  PangoLayout *layout; /* label text, font sized to font_px */
+  int font_px;
 };
 
 GST_ELEMENT_REGISTER_DECLARE (maskrcnnoverlay);

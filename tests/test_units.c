@@ -9,6 +9,8 @@
 
 #include "cpu/cpu_backend.h"
 #include "geometry.h"
+#include "safetensors.h"
+#include "sidecar.h"
 
 static MrcnnConfig config;
 
@@ -802,6 +804,65 @@ test_mp_zoom_resize (void)
   g_assert_cmpfloat (plane[3 * 6 + 5], ==, -0.5f);
 }
 
+/* Hostile inputs the fuzzers found or that were fixed with them. */
+
+/* 1 000 000 nested brackets overflowed json-glib's recursion (the stack):
+ * in a sidecar, its KEY = VALUE form, a safetensors header, a metadata
+ * value.  Each is now refused with an error. */
+static void
+test_deep_json (void)
+{
+  const int depth = 1000000;
+  GString *text = g_string_new ("{\"a\": ");
+  for (int i = 0; i < depth; i++)
+    g_string_append_c (text, '[');
+  for (int i = 0; i < depth; i++)
+    g_string_append_c (text, ']');
+  g_string_append_c (text, '}');
+
+  GError *error = NULL;
+  g_assert_null (mrcnn_sidecar_parse (text->str, "deep.json", &error));
+  g_assert_nonnull (strstr (error->message, "nested deeper"));
+  g_clear_error (&error);
+
+  char *line = g_strconcat ("MEAN_PIXEL = ", text->str + 6, NULL);
+  line[strlen (line) - 1] = '\0';
+  g_assert_null (mrcnn_sidecar_parse (line, "deep.cfg", &error));
+  g_assert_nonnull (error);
+  g_clear_error (&error);
+  g_free (line);
+
+  guint64 length = text->len;
+  GByteArray *file = g_byte_array_new ();
+  for (int i = 0; i < 8; i++) {
+    guint8 byte = (guint8) (length >> (8 * i));
+    g_byte_array_append (file, &byte, 1);
+  }
+  g_byte_array_append (file, (const guint8 *) text->str, text->len);
+  GBytes *bytes = g_byte_array_free_to_bytes (file);
+  g_assert_null (mrcnn_safetensors_open_bytes (bytes, "deep.safetensors",
+          &error));
+  g_assert_nonnull (strstr (error->message, "nested deeper"));
+  g_clear_error (&error);
+  g_bytes_unref (bytes);
+  /* shallow nesting is left to json-glib */
+  g_assert_false (mrcnn_json_too_deep ("[[[\"[[[[\"]]]", -1));
+  g_assert_true (mrcnn_json_too_deep (text->str, -1));
+  g_string_free (text, TRUE);
+}
+
+/* A count of 13 groups shifted past 64 bits, and a difference to the count
+ * two back overflowed the sum (UBSan reports); both are malformed. */
+static void
+test_rle_hostile (void)
+{
+  guint8 mask[12];
+  g_assert_false (mrcnn_rle_decode ("ooooooooooooO", 4, 3, mask));
+  g_assert_false (mrcnn_rle_decode ("000ooooooooooo?", 4, 3, mask));
+  g_assert_false (mrcnn_rle_decode ("0", -4, 3, mask));
+  g_assert_true (mrcnn_rle_decode ("<", 4, 3, mask));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -824,6 +885,8 @@ main (int argc, char **argv)
   g_test_add_func ("/rle/rect", test_rle_rect);
   g_test_add_func ("/polygons/known", test_polygons_known);
   g_test_add_func ("/polygons/fill-back", test_polygons_fill_back);
+  g_test_add_func ("/rle/hostile", test_rle_hostile);
+  g_test_add_func ("/hostile/deep-json", test_deep_json);
   g_test_add_func ("/matterport/geometry", test_mp_geometry);
   g_test_add_func ("/matterport/anchors", test_mp_anchors);
   g_test_add_func ("/matterport/decode-clip", test_mp_decode_clip);

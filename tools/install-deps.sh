@@ -10,7 +10,7 @@ packages=(meson ninja-build pkg-config gcc libglib2.0-dev libjson-glib-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good libpango1.0-dev
   libcairo2-dev fonts-dejavu-core gobject-introspection
   libgirepository1.0-dev python3-gi gir1.2-gstreamer-1.0
-  gir1.2-gst-plugins-base-1.0 valgrind)
+  gir1.2-gst-plugins-base-1.0 valgrind clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

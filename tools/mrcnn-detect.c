@@ -6,12 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mrcnn.h"
+#include "engine-options.h"
 
 static char *model_path;
 static char *config_path;
-static char *backend_name = "auto";
-static char *precision_name = "fp32";
 static double score_threshold = -1, nms_threshold = -1;
 static int max_detections = -1;
 static char *dump_dir;
@@ -25,10 +23,6 @@ static const GOptionEntry entries[] = {
   { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path,
     "Sidecar configuration (JSON object or KEY = VALUE lines) overriding "
     "the model's constants", "FILE" },
-  { "backend", 'b', 0, G_OPTION_ARG_STRING, &backend_name,
-    "auto, cpu or cuda (default auto)", "NAME" },
-  { "precision", 'p', 0, G_OPTION_ARG_STRING, &precision_name,
-    "fp32 or fp16 (default fp32)", "NAME" },
   { "score-threshold", 's', 0, G_OPTION_ARG_DOUBLE, &score_threshold,
     "Minimum detection score (default: the model's)", "X" },
   { "nms-threshold", 'n', 0, G_OPTION_ARG_DOUBLE, &nms_threshold,
@@ -128,10 +122,11 @@ int
 main (int argc, char **argv)
 {
   GError *error = NULL;
-  GOptionContext *context = g_option_context_new ("IMAGE...");
+  GOptionContext *context = g_option_context_new (NULL);
   g_option_context_set_summary (context, "Runs Mask R-CNN on PNG or JPEG "
       "images and prints one JSON object per image.");
   g_option_context_add_main_entries (context, entries, NULL);
+  g_option_context_add_main_entries (context, engine_option_entries, NULL);
   if (!g_option_context_parse (context, &argc, &argv, &error)) {
     int rc = die (error->message);
     g_error_free (error);
@@ -141,20 +136,11 @@ main (int argc, char **argv)
 
   MrcnnOptions options;
   mrcnn_options_init (&options);
-  if (strcmp (backend_name, "auto") == 0)
-    options.backend = MRCNN_BACKEND_AUTO;
-  else if (strcmp (backend_name, "cpu") == 0)
-    options.backend = MRCNN_BACKEND_CPU;
-  else if (strcmp (backend_name, "cuda") == 0)
-    options.backend = MRCNN_BACKEND_CUDA;
-  else
-    return die ("--backend must be auto, cpu or cuda");
-  if (strcmp (precision_name, "fp32") == 0)
-    options.precision = MRCNN_PRECISION_FP32;
-  else if (strcmp (precision_name, "fp16") == 0)
-    options.precision = MRCNN_PRECISION_FP16;
-  else
-    return die ("--precision must be fp32 or fp16");
+  if (!engine_options_apply (&options, &error)) {
+    int rc = die (error->message);
+    g_error_free (error);
+    return rc;
+  }
   options.score_threshold = (float) score_threshold;
   options.nms_threshold = (float) nms_threshold;
   options.max_detections = max_detections;

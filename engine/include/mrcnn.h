@@ -52,9 +52,33 @@ typedef struct {
   /* When set, intermediate tensors of each detection are written there as
    * .npy files (for comparing stages with a reference implementation). */
   const char *dump_dir;
+  /* CUDA backend: the cudaStream_t every stage runs on, so that the
+   * caller's own work orders with it; NULL: a stream of the engine's own. */
+  void *cuda_stream;
+  /* Time each stage (mrcnn_engine_stage_times).  The engine then waits for
+   * the device after every stage, so that the times do not overlap: for
+   * profiling, not for production. */
+  gboolean time_stages;
 } MrcnnOptions;
 
+/* The stages of a detection, in order. */
+typedef enum {
+  MRCNN_STAGE_PREPROCESS,
+  MRCNN_STAGE_BACKBONE,
+  MRCNN_STAGE_PROPOSALS,
+  MRCNN_STAGE_DETECT,
+  MRCNN_STAGE_MASKS,
+  MRCNN_STAGE_PASTE,
+  MRCNN_N_STAGES
+} MrcnnStage;
+
+const char *mrcnn_stage_name (MrcnnStage stage);
+
 void mrcnn_options_init (MrcnnOptions *options);
+
+/* Number of CUDA GPUs the CUDA backend can use: 0 when there is none or
+ * this build has no CUDA backend. */
+int mrcnn_cuda_device_count (void);
 
 /* An 8-bit RGB image in host memory, rows `stride` bytes apart. */
 typedef struct {
@@ -101,8 +125,15 @@ MrcnnModel *mrcnn_model_load (const char *path, GError **error);
 MrcnnModel *mrcnn_model_load_with_config (const char *path,
     const char *config_path, GError **error);
 void mrcnn_model_free (MrcnnModel *model);
+/* A model of a standard shape with random weights, for benchmarks:
+ * "torchvision-r50" (maskrcnn_resnet50_fpn, 91 classes, 800/1333) or
+ * "matterport-r101" (mask_rcnn_coco.h5, 81 classes, 1024 square). */
+MrcnnModel *mrcnn_model_new_random (const char *shape, guint32 seed,
+    GError **error);
 
 int mrcnn_model_num_classes (const MrcnnModel *model);
+/* "torchvision" or "matterport": whose arithmetic the engine reproduces. */
+const char *mrcnn_model_variant (const MrcnnModel *model);
 const char *mrcnn_model_class_name (const MrcnnModel *model, int class_id);
 /* The model's shape and constants as a JSON object (newly allocated). */
 char *mrcnn_model_describe (const MrcnnModel *model);
@@ -118,6 +149,16 @@ gboolean mrcnn_engine_set_thresholds (MrcnnEngine *engine, float score,
 
 gboolean mrcnn_engine_detect (MrcnnEngine *engine, const MrcnnImage *image,
     MrcnnResult *result, GError **error);
+/* n images in, n results out (results[i] for images[i]).  The frames run
+ * one after another through the same workspace. */
+gboolean mrcnn_engine_detect_batch (MrcnnEngine *engine,
+    const MrcnnImage *images, int n, MrcnnResult *results, GError **error);
+/* With MrcnnOptions.time_stages: milliseconds each stage of the last
+ * detection took.  FALSE when the engine was made without it. */
+gboolean mrcnn_engine_stage_times (const MrcnnEngine *engine,
+    double ms[MRCNN_N_STAGES]);
+/* Device memory the engine holds, in bytes (0 for the CPU backend). */
+size_t mrcnn_engine_device_memory (const MrcnnEngine *engine);
 
 /* COCO compressed RLE (the string pycocotools writes) of a full-image binary
  * mask held as `mask` placed at (x, y) in an image of width x height.

@@ -526,6 +526,8 @@ export_suite (void)
 {
   Suite *s = suite_create ("maskrcnnexport");
   TCase *tc = tcase_create ("general");
+  /* sanitizer and valgrind builds on a busy machine are slow */
+  tcase_set_timeout (tc, 600);
   tcase_add_checked_fixture (tc, setup, teardown);
   suite_add_tcase (s, tc);
   tcase_add_test (tc, test_jsonl);

@@ -502,6 +502,27 @@ GST_START_TEST (test_meta_scaled)
 }
 GST_END_TEST;
 
+/* Geometry the meta cannot follow (a rotation, a crop) drops it rather
+ * than leave it wrong. */
+GST_START_TEST (test_meta_dropped_when_geometry_changes)
+{
+  static const char *const tails[] = { "videoflip video-direction=90r",
+    "videocrop left=10 top=20"
+  };
+  for (gsize t = 0; t < G_N_ELEMENTS (tails); t++) {
+    gchar *desc = g_strdup_printf ("maskrcnn model=%s ! %s", model_path (),
+        tails[t]);
+    GstHarness *h = harness_new (desc);
+    GstBuffer *out = process (h, test_frame ());
+    fail_unless (gst_buffer_get_mask_rcnn_meta (out) == NULL,
+        "%s kept the meta", tails[t]);
+    gst_buffer_unref (out);
+    gst_harness_teardown (h);
+    g_free (desc);
+  }
+}
+GST_END_TEST;
+
 /* matterport's Keras weights with a sidecar: class names and input size
  * come from it. */
 GST_START_TEST (test_matterport_model)
@@ -701,6 +722,7 @@ maskrcnn_suite (void)
   tcase_add_test (tc, test_labels_file);
   tcase_add_test (tc, test_meta_survives_copy);
   tcase_add_test (tc, test_meta_scaled);
+  tcase_add_test (tc, test_meta_dropped_when_geometry_changes);
   tcase_add_test (tc, test_matterport_model);
   tcase_add_test (tc, test_error_no_model);
   tcase_add_test (tc, test_error_bad_config);

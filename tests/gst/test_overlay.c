@@ -233,6 +233,54 @@ GST_START_TEST (test_label)
 }
 GST_END_TEST;
 
+/* Labels grow with the frame: readable at 480p and at 2160p. */
+GST_START_TEST (test_label_size_follows_frame)
+{
+  static const int sizes[][3] = { {640, 480, 12}, {3840, 2160, 48} };
+  for (gsize k = 0; k < G_N_ELEMENTS (sizes); k++) {
+    int w = sizes[k][0], h = sizes[k][1];
+    gchar *caps = g_strdup_printf ("video/x-raw,format=I420,width=%d,"
+        "height=%d,framerate=30/1", w, h);
+    GstHarness *hr = gst_harness_new_parse ("maskrcnnoverlay draw-masks=false "
+        "draw-boxes=false");
+    gst_harness_set_src_caps_str (hr, caps);
+    GstVideoInfo info;
+    GstCaps *c = gst_caps_from_string (caps);
+    gst_video_info_from_caps (&info, c);
+    gst_caps_unref (c);
+    GstBuffer *in = flat_frame (&info);
+    GstMaskRcnnMeta *meta = gst_buffer_add_mask_rcnn_meta (in, w, h);
+    gst_mask_rcnn_meta_add_detection (meta, 1, "circle", 0.5f, w / 4, h / 2,
+        w / 4, h / 4, 0, 0, 0, 0, NULL);
+    GstBuffer *out = gst_harness_push_and_pull (hr, in);
+    GstVideoFrame f;
+    gst_video_frame_map (&f, &info, out, GST_MAP_READ);
+    /* rows and columns of the label band above the box (luma != flat) */
+    int top = h, bottom = -1, left = w, right = -1;
+    const guint8 *y = GST_VIDEO_FRAME_COMP_DATA (&f, 0);
+    int stride = GST_VIDEO_FRAME_COMP_STRIDE (&f, 0);
+    for (int r = 0; r < h; r++)
+      for (int col = 0; col < w; col++)
+        if (y[r * stride + col] != 110) {
+          top = MIN (top, r);
+          bottom = MAX (bottom, r);
+          left = MIN (left, col);
+          right = MAX (right, col);
+        }
+    gst_video_frame_unmap (&f);
+    fail_unless (bottom == h / 2 - 1, "%dx%d: label ends at row %d", w, h,
+        bottom);
+    fail_unless (bottom - top + 1 >= sizes[k][2], "%dx%d: label %d px high",
+        w, h, bottom - top + 1);
+    fail_unless (right - left + 1 > 3 * (bottom - top + 1),
+        "%dx%d: label %d px wide", w, h, right - left + 1);
+    gst_buffer_unref (out);
+    gst_harness_teardown (hr);
+    g_free (caps);
+  }
+}
+GST_END_TEST;
+
 /* Frames without detections, or with detections for another frame size,
  * pass untouched. */
 GST_START_TEST (test_untouched)
@@ -263,10 +311,13 @@ overlay_suite (void)
 {
   Suite *s = suite_create ("maskrcnnoverlay");
   TCase *tc = tcase_create ("general");
+  /* sanitizer and valgrind builds on a busy machine are slow */
+  tcase_set_timeout (tc, 600);
   suite_add_tcase (s, tc);
   tcase_add_test (tc, test_exact_pixels_every_format);
   tcase_add_test (tc, test_switches);
   tcase_add_test (tc, test_label);
+  tcase_add_test (tc, test_label_size_follows_frame);
   tcase_add_test (tc, test_untouched);
   return s;
 }

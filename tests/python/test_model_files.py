@@ -165,10 +165,12 @@ def check_refused(checks, detect, name, model_path, image_path, culprit, keyword
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     message = lines[0] if lines else ""
     missing = [word for word in [str(culprit), *keywords] if word.lower() not in message.lower()]
-    checks.check(
+    ok = checks.check(
         name, 0 < result.returncode < 128 and len(lines) == 1 and not result.stdout.strip() and not missing,
         f"exit status {result.returncode}, {len(lines)} stderr line(s), message {message!r}"
         + (f"; lacks {missing}" if missing else ""))
+    if not ok:
+        print(result.stderr)
 
 
 def main():
@@ -301,10 +303,18 @@ def main():
         not_an_image.write_bytes(b"this is not a PNG file\n" * 10)
         check_refused(checks, detect, "undecodable image", current, not_an_image, not_an_image, [])
 
-        # options this build cannot serve, or out of range
+        # options this build or machine cannot serve, or out of range
+        gpu = harness.run_detect(detect, ["--backend", "cuda", "--model", current, image_path])
+        if gpu.returncode == 0:
+            print("ok   cuda backend: a GPU is present, --backend cuda runs")
+            check_refused(checks, detect, "missing CUDA device", current, image_path, "CUDA device 7",
+                          ["does not exist"], ["--backend", "cuda", "--device", "7"])
+        else:
+            check_refused(checks, detect, "cuda backend without a GPU", current, image_path, "CUDA",
+                          ["not available", "CPU backend"], ["--backend", "cuda"])
+            check_refused(checks, detect, "fp16 without a GPU", current, image_path, "fp16", ["CPU"],
+                          ["--precision", "fp16"])
         for name, options, culprit, keywords in [
-                ("cuda backend", ["--backend", "cuda"], "CUDA", ["not available"]),
-                ("fp16 on the CPU", ["--precision", "fp16"], "fp16", ["CPU"]),
                 ("unknown backend", ["--backend", "tpu"], "--backend", ["auto, cpu or cuda"]),
                 ("score threshold above 1", ["--score-threshold", "2"], "thresholds", ["[0, 1]"]),
                 ("max detections above 1000", ["--max-detections", "5000"], "max detections",

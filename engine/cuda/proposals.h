@@ -1,0 +1,52 @@
+/* RPN head, anchors, box decoding, top-k and NMS on the device, for both
+ * variants. */
+#ifndef MRCNN_CUDA_PROPOSALS_H
+#define MRCNN_CUDA_PROPOSALS_H
+
+typedef struct {
+  /* the head, shared by every level: 3x3 conv + ReLU, then the 1x1
+   * objectness and box-delta convolutions */
+  CudaConv conv, cls, bbox;
+  void *hidden;             /* [h][w][conv channels] of P2, act type */
+  /* each level's cls and bbox outputs, [anchor][cls channels / A] and
+   * [anchor][4] in the act type, levels one after the other, each
+   * starting aligned; sizes in values */
+  void *logits, *deltas;
+  size_t logits_size, deltas_size;
+  int max_anchors;          /* anchors of the largest padded input */
+
+  /* torchvision: [level][A][4] base anchors (mrcnn_base_anchors) */
+  float *base_anchors;
+  /* matterport: normalised (y1, x1, y2, x2) anchors of an anchors_h x
+   * anchors_w input, level-major, n_anchors of them (inspect's "anchors") */
+  float *anchors;
+  int n_anchors;
+  int anchors_h, anchors_w;
+
+  /* top-k: (level, descending score) keys and anchor indices, sorted by
+   * CUB; the same buffers rank the kept proposals across levels */
+  uint64_t *keys, *sorted_keys;
+  int *values, *sorted_values;
+  void *sort_temp;
+  size_t sort_temp_size;
+
+  /* candidates: n_segments NMS segments (torchvision: one per level,
+   * matterport: one) of segment_size slots each */
+  int n_segments, segment_size;
+  int mask_words;           /* 64-bit words per row of the NMS bitmask */
+  float *cand_boxes;        /* [slot][4] */
+  float *cand_scores;       /* torchvision: [slot] sigmoid of the logit */
+  uint8_t *cand_valid;      /* torchvision: survived min size and score */
+  uint64_t *nms_mask;       /* [slot][mask_words]: later boxes it drops */
+  int *keep;                /* [slot]: kept slots of each segment, in order */
+  int *keep_count;          /* [segment] */
+} CudaProposals;
+
+/* Uploads the RPN head, allocates its workspace and s->proposals,
+ * s->n_proposals. */
+gboolean cuda_proposals_create (CudaState *s, GError **error);
+void cuda_proposals_destroy (CudaState *s);
+/* s->proposals and *s->n_proposals from s->fpn[]. */
+gboolean cuda_proposals_run (CudaState *s, GError **error);
+
+#endif
