@@ -424,7 +424,11 @@ build_pipeline (App *app, const Settings *s, const Container *container,
   if (g_str_equal (container->encoder, "x264enc"))
     gst_util_set_object_arg (G_OBJECT (e[5]), "speed-preset", "veryfast");
   else if (g_str_equal (container->encoder, "vp8enc"))
-    g_object_set (e[5], "deadline", (gint64) 1, "cpu-used", 8, NULL);
+    /* real time; the quantizer capped and the bitrate raised, since at
+     * vp8enc's defaults the rate control starves on noisy footage and
+     * later frames break up into blocks */
+    g_object_set (e[5], "deadline", (gint64) 1, "cpu-used", 4,
+        "target-bitrate", 4000000, "max-quantizer", 40, NULL);
   g_object_set (e[7], "location", s->output, NULL);
 
   GstPad *pad = gst_element_get_static_pad (maskrcnn, "src");
@@ -628,7 +632,7 @@ main (int argc, char **argv)
         "Write the built-in clip's objects (class and box per frame) as "
           "JSON lines", "PATH" },
     { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &inputs, NULL,
-        "[INPUT]" },
+        NULL },
     { NULL }
   };
   App app = { .exit_status = 0, .duration = GST_CLOCK_TIME_NONE };
