@@ -108,6 +108,25 @@ GST_ELEMENT_REGISTER_DEFINE_WITH_CODE (maskrcnn, "maskrcnn", GST_RANK_NONE,
     GST_DEBUG_CATEGORY_INIT (gst_mask_rcnn_debug, "maskrcnn", 0,
         "Mask R-CNN instance segmentation"));
 
+/* The model used when the property is not set: GST_MASKRCNN_MODEL where
+ * set (empty: none, for running without one), else the installed shapes
+ * demo model where it exists.  Read once, when the class is made. */
+static const gchar *
+default_model_path (void)
+{
+  static const gchar *path;
+  static gsize done;
+  if (g_once_init_enter (&done)) {
+    const gchar *env = g_getenv ("GST_MASKRCNN_MODEL");
+    if (env)
+      path = *env ? g_strdup (env) : NULL;
+    else if (g_file_test (MRCNN_DEFAULT_MODEL, G_FILE_TEST_IS_REGULAR))
+      path = MRCNN_DEFAULT_MODEL;
+    g_once_init_leave (&done, 1);
+  }
+  return path;
+}
+
 static gboolean
 element_is_running (GstMaskRcnn *self)
 {
@@ -364,7 +383,8 @@ gst_mask_rcnn_start (GstBaseTransform *trans)
   if (!model_path || !*model_path) {
     GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
         ("No model given: set the \"model\" property to a .safetensors "
-            "(torchvision) or .h5 (matterport) weights file."), (NULL));
+            "(torchvision) or .h5 (matterport) weights file, or "
+            "GST_MASKRCNN_MODEL to its path."), (NULL));
     goto done;
   }
   self->model = mrcnn_model_load_with_config (model_path, config_path,
@@ -671,7 +691,9 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
       g_param_spec_string ("model", "Model",
           "Weights file: torchvision maskrcnn_resnet50_fpn as .safetensors, "
           "or matterport Keras .h5 such as mask_rcnn_coco.h5 (read at start; a change while running "
-          "applies at the next start)", NULL, ready));
+          "applies at the next start).  Default: $GST_MASKRCNN_MODEL, else "
+          "the installed shapes demo model " MRCNN_DEFAULT_MODEL,
+          default_model_path (), ready));
   g_object_class_install_property (gobject_class, PROP_CONFIG,
       g_param_spec_string ("config", "Config",
           "Optional sidecar (JSON or KEY = VALUE lines) overriding the "
@@ -758,6 +780,7 @@ gst_mask_rcnn_init (GstMaskRcnn *self)
   self->interval = DEFAULT_INTERVAL;
   self->soft_masks = DEFAULT_SOFT_MASKS;
   self->roi_meta = DEFAULT_ROI_META;
+  self->model_path = g_strdup (default_model_path ());
   mrcnn_result_init (&self->result);
   gst_base_transform_set_in_place (GST_BASE_TRANSFORM (self), TRUE);
 }

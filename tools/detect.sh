@@ -3,9 +3,8 @@
 #   tools/detect.sh --model MODEL.safetensors|MODEL.h5 [--config FILE] IMAGE...
 #                                                        detect on your images
 #   tools/detect.sh                                      demonstration run
-# The demonstration exports a small Mask R-CNN with calibrated random
-# weights and runs it on a synthetic image: it shows the pipeline end to
-# end, the detections themselves mean nothing.
+# The demonstration runs the shapes demo model (models/) on a synthetic
+# frame of squares, circles and triangles.
 set -euo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -18,13 +17,9 @@ if [ $# -gt 0 ]; then
 fi
 demo="$top/build/demo"
 mkdir -p "$demo"
-if [ ! -f "$demo/narrow-random.safetensors" ]; then
-  /usr/bin/python3 "$top/tools/export_torchvision.py" --arch narrow \
-    --random-seed 0 "$demo/narrow-random.safetensors" >&2
-fi
 /usr/bin/python3 -c "
-import sys; sys.path.insert(0, '$top/tests/python')
-from PIL import Image; import models
-Image.fromarray(models.synthetic_image(480, 640, 1)).save('$demo/shapes.png')"
-exec "$top/build/tools/mrcnn-detect" --model "$demo/narrow-random.safetensors" \
+import sys; sys.path.insert(0, '$top/tools')
+from PIL import Image; import train_shapes
+Image.fromarray(train_shapes.shapes_frame(7, 640, 480)[0]).save('$demo/shapes.png')"
+exec "$top/build/tools/mrcnn-detect" --model "$top/models/shapes-demo.safetensors" \
   "$demo/shapes.png"
