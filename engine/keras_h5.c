@@ -226,6 +226,77 @@ keras_init (MrcnnKerasFile *f, GError **error)
   return f;
 }
 
+static guint64
+read_le (const guint8 *p, int n)
+{
+  guint64 v = 0;
+  for (int i = n - 1; i >= 0; i--)
+    v = v << 8 | p[i];
+  return v;
+}
+
+/* libhdf5 1.10 (H5HG__cache_heap_deserialize) walks the objects of a
+ * global heap collection, where variable-length strings such as h5py 3's
+ * layer_names live, by each object's size, trusting it: a size of 0 makes
+ * it loop forever, one that wraps the address sends it into wild memory,
+ * and H5HG_read copies an object that runs past the collection's end as
+ * far as its size says.  This walks every collection of the file
+ * (signature "GCOL", version 1) the same way first and reports the offset
+ * of one with such an object. */
+static gboolean
+find_damaged_global_heap (const guint8 *data, gsize size, gsize *offset)
+{
+  /* the superblock, at 0 or a power of two from 512, gives the size of
+   * lengths */
+  static const guint8 signature[8] = { 0x89, 'H', 'D', 'F', '\r', '\n', 0x1a,
+    '\n' };
+  int L = 0;
+  for (gsize at = 0; at + 16 <= size && !L; at = at ? 2 * at : 512)
+    if (memcmp (data + at, signature, 8) == 0)
+      L = data[at + 8] < 2 ? data[at + 14] : data[at + 10];
+  if (L != 2 && L != 4 && L != 8)
+    return FALSE; /* libhdf5 refuses such a file itself */
+  guint64 header = 8 + L, object_header = 8 + L;
+  const guint8 *hit = data, *end = data + size;
+  while ((hit = memmem (hit, end - hit, "GCOL", 4))) {
+    guint64 start = hit - data;
+    hit++;
+    if (start + header > size || data[start + 4] != 1)
+      continue;
+    guint64 heap_size = read_le (data + start + 8, L);
+    if (heap_size > size - start)
+      continue; /* beyond the file: libhdf5 fails to read it */
+    guint64 p = start + header, heap_end = start + heap_size;
+    while (p < heap_end) {
+      if (p + object_header > heap_end)
+        break; /* the free space at the end */
+      guint64 idx = read_le (data + p, 2);
+      guint64 object_size = read_le (data + p + 8, L);
+      guint64 need = idx > 0 ? object_header + ((object_size + 7) & ~7ull)
+          : object_size;
+      if (need == 0 || p + need < p
+          || (idx > 0 && (object_size > heap_end - p || need > heap_end - p))) {
+        *offset = start;
+        return TRUE;
+      }
+      p += need;
+    }
+  }
+  return FALSE;
+}
+
+static gboolean
+check_global_heaps (const void *data, gsize size, const char *path,
+    GError **error)
+{
+  gsize offset;
+  if (data && find_damaged_global_heap (data, size, &offset))
+    return fail (error, MRCNN_ERROR_FORMAT, path, "the global heap at byte "
+        "%" G_GSIZE_FORMAT " (variable-length strings) is damaged: an object "
+        "size would make libhdf5 read past it or without end", offset);
+  return TRUE;
+}
+
 static MrcnnKerasFile *
 keras_new (const char *path)
 {
@@ -249,6 +320,18 @@ mrcnn_keras_open (const char *path, GError **error)
         "weights such as mask_rcnn_coco.h5 are HDF5)");
     return NULL;
   }
+  GError *map_error = NULL;
+  GMappedFile *mapped = g_mapped_file_new (path, FALSE, &map_error);
+  if (!mapped) {
+    fail (error, MRCNN_ERROR_IO, path, "cannot map: %s", map_error->message);
+    g_error_free (map_error);
+    return NULL;
+  }
+  gboolean heaps_ok = check_global_heaps (g_mapped_file_get_contents (mapped),
+      g_mapped_file_get_length (mapped), path, error);
+  g_mapped_file_unref (mapped);
+  if (!heaps_ok)
+    return NULL;
   MrcnnKerasFile *f = keras_new (path);
   f->file = H5Fopen (path, H5F_ACC_RDONLY, H5P_DEFAULT);
   return keras_init (f, error);
@@ -265,6 +348,8 @@ mrcnn_keras_open_image (const void *data, gsize size, const char *path,
         "weights such as mask_rcnn_coco.h5 are HDF5)");
     return NULL;
   }
+  if (!check_global_heaps (data, size, path, error))
+    return NULL;
   MrcnnKerasFile *f = keras_new (path);
   /* the core driver reads a copy of the image, never a file by that name */
   hid_t fapl = H5Pcreate (H5P_FILE_ACCESS);

@@ -112,7 +112,92 @@ mrcnn_model_default_class_names (MrcnnModel *m)
         : g_strdup_printf ("class_%d", i);
 }
 
-/* The loading shared by files and content in memory. */
+static void
+conv_foreach (MrcnnConv *conv, const char *name, MrcnnWeightsFunc func,
+    gpointer user_data)
+{
+  char label[96];
+  g_snprintf (label, sizeof label, "%s weight", name);
+  func (label, conv->weight, (size_t) conv->out_channels * conv->in_channels
+      * conv->kernel * conv->kernel, user_data);
+  g_snprintf (label, sizeof label, "%s bias", name);
+  func (label, conv->bias, (size_t) conv->out_channels, user_data);
+}
+
+static void
+linear_foreach (MrcnnLinear *fc, const char *name, MrcnnWeightsFunc func,
+    gpointer user_data)
+{
+  char label[96];
+  g_snprintf (label, sizeof label, "%s weight", name);
+  func (label, fc->weight, (size_t) fc->out_features * fc->in_features,
+      user_data);
+  g_snprintf (label, sizeof label, "%s bias", name);
+  func (label, fc->bias, (size_t) fc->out_features, user_data);
+}
+
+void
+mrcnn_model_foreach_weights (MrcnnModel *m, MrcnnWeightsFunc func,
+    gpointer user_data)
+{
+  char name[64];
+  conv_foreach (&m->stem, "backbone stem conv", func, user_data);
+  for (int L = 0; L < 4; L++)
+    for (int i = 0; i < m->n_blocks[L]; i++) {
+      MrcnnBottleneck *b = &m->blocks[L][i];
+      MrcnnConv *convs[4] = { &b->conv1, &b->conv2, &b->conv3,
+        &b->downsample };
+      static const char *const conv_names[4] = { "conv1", "conv2", "conv3",
+        "downsample" };
+      for (int k = 0; k < (b->has_downsample ? 4 : 3); k++) {
+        g_snprintf (name, sizeof name, "backbone stage %d block %d %s", L + 1,
+            i + 1, conv_names[k]);
+        conv_foreach (convs[k], name, func, user_data);
+      }
+    }
+  for (int L = 0; L < 4; L++) {
+    g_snprintf (name, sizeof name, "FPN inner %d", L + 1);
+    conv_foreach (&m->fpn_inner[L], name, func, user_data);
+    g_snprintf (name, sizeof name, "FPN output %d", L + 1);
+    conv_foreach (&m->fpn_layer[L], name, func, user_data);
+  }
+  conv_foreach (&m->rpn_conv, "RPN conv", func, user_data);
+  conv_foreach (&m->rpn_cls, "RPN objectness", func, user_data);
+  conv_foreach (&m->rpn_bbox, "RPN box deltas", func, user_data);
+  linear_foreach (&m->fc6, "box head fc6", func, user_data);
+  linear_foreach (&m->fc7, "box head fc7", func, user_data);
+  linear_foreach (&m->cls_score, "box head class scores", func, user_data);
+  linear_foreach (&m->bbox_pred, "box head box deltas", func, user_data);
+  for (int j = 0; j < m->n_mask_layers; j++) {
+    g_snprintf (name, sizeof name, "mask head conv %d", j + 1);
+    conv_foreach (&m->mask_layers[j], name, func, user_data);
+  }
+  MrcnnDeconv *dc = &m->mask_deconv;
+  func ("mask head deconv weight", dc->weight,
+      (size_t) dc->out_channels * 4 * dc->in_channels, user_data);
+  func ("mask head deconv bias", dc->bias, (size_t) dc->out_channels,
+      user_data);
+  conv_foreach (&m->mask_logits, "mask head logits", func, user_data);
+}
+
+/* Keeps the name of the first array that holds a NaN or an infinity. */
+static void
+find_non_finite (const char *name, float *values, size_t n,
+    gpointer user_data)
+{
+  char **first = user_data;
+  if (*first)
+    return;
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite (values[i])) {
+      *first = g_strdup (name);
+      return;
+    }
+}
+
+/* The loading shared by files and content in memory.  Weights that are not
+ * finite (in the file, or made so by folding a batch norm with a zero
+ * variance) would turn every activation after them into NaN. */
 static MrcnnModel *
 load (const MrcnnSource *source, gboolean matterport, GHashTable *sidecar,
     const char *config_path, GError **error)
@@ -120,7 +205,19 @@ load (const MrcnnSource *source, gboolean matterport, GHashTable *sidecar,
   MrcnnModel *m = matterport
       ? mrcnn_model_load_matterport (source, sidecar, config_path, error)
       : mrcnn_model_load_torchvision (source, sidecar, config_path, error);
-  if (m && !m->class_names)
+  if (!m)
+    return NULL;
+  char *non_finite = NULL;
+  mrcnn_model_foreach_weights (m, find_non_finite, &non_finite);
+  if (non_finite) {
+    mrcnn_model_error (error, source->path, "the %s holds NaN or infinite "
+        "values (with batch norm folded in): the file is damaged",
+        non_finite);
+    g_free (non_finite);
+    mrcnn_model_free (m);
+    return NULL;
+  }
+  if (!m->class_names)
     mrcnn_model_default_class_names (m);
   return m;
 }

@@ -122,6 +122,12 @@ void mrcnn_model_default_class_names (MrcnnModel *model);
  * what every loader reports for missing, misshapen or inconsistent weights. */
 gboolean mrcnn_model_error (GError **error, const char *path,
     const char *format, ...) G_GNUC_PRINTF (3, 4);
+/* Calls func on every weight and bias array of the network, named by where
+ * it sits ("backbone stage 2 block 1 conv2 weight"), in network order. */
+typedef void (*MrcnnWeightsFunc) (const char *name, float *values, size_t n,
+    gpointer user_data);
+void mrcnn_model_foreach_weights (MrcnnModel *model, MrcnnWeightsFunc func,
+    gpointer user_data);
 /* matterport's Config with the COCO inference values (MODEL_SPEC A.1). */
 void mrcnn_config_init_matterport (MrcnnConfig *config);
 /* Sets the Config attributes a sidecar holds (key -> JsonNode); errors name

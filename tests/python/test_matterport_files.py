@@ -25,6 +25,7 @@ import argparse
 import json
 import pathlib
 import re
+import struct
 import sys
 import tempfile
 
@@ -178,6 +179,29 @@ def main():
                     replace={"fpn_p3/kernel": np.zeros((3, 3, fpn, fpn // 2), np.float32)})
         check_refused(checks, detect, "misshapen fpn_p3 kernel", ["--model", wrong, image_path], wrong,
                       [r"fpn_p3", rf"3\D+3\D+{fpn}\D+{fpn}\b"])
+        nan_kernel = weights["mrcnn_class_logits/kernel"].copy()
+        nan_kernel[0, 1] = np.nan
+        nan_file = scratch / "nan-weight.h5"
+        fx.write_h5(nan_file, weights, "narrow", replace={"mrcnn_class_logits/kernel": nan_kernel})
+        check_refused(checks, detect, "NaN in the class logits kernel", ["--model", nan_file, image_path],
+                      nan_file, [r"box head class scores weight", r"NaN"])
+        # a global heap (where variable-length names live) whose free-space
+        # object has size 0: libhdf5 1.10 would walk it without end
+        heap_file = scratch / "damaged-heap.h5"
+        fx.write_h5(heap_file, weights, "narrow", vlen_names=True)
+        data = bytearray(heap_file.read_bytes())
+        start = data.find(b"GCOL")
+        p, end = start + 16, start + struct.unpack_from("<Q", data, start + 8)[0]
+        while p + 16 <= end:
+            idx, size = struct.unpack_from("<H", data, p)[0], struct.unpack_from("<Q", data, p + 8)[0]
+            if idx == 0:
+                struct.pack_into("<Q", data, p + 8, 0)
+                break
+            p += 16 + (size + 7) // 8 * 8
+        assert start >= 0 and p + 16 <= end, "no free-space object in the file's global heap"
+        heap_file.write_bytes(bytes(data))
+        check_refused(checks, detect, "damaged global heap", ["--model", heap_file, image_path], heap_file,
+                      [r"global heap at byte \d+"])
         wrong_bias = scratch / "wrong-bias.h5"
         fx.write_h5(wrong_bias, weights, "narrow", replace={"mrcnn_class_logits/bias": np.zeros(7, np.float32)})
         check_refused(checks, detect, "misshapen class logits bias", ["--model", wrong_bias, image_path],

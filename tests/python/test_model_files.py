@@ -291,6 +291,24 @@ def main():
                                      if entry[0] != "roi_heads.box_head.fc6.weight"], metadata),
                                ["missing", "roi_heads.box_head.fc6.weight"]),
         }
+
+        def patched(changes):
+            """entries with some values replaced: {name: {index: value}}"""
+            out = []
+            for name, dtype, shape, data in entries:
+                if name in changes:
+                    values = np.frombuffer(data, np.float32).copy()
+                    for index, value in changes[name].items():
+                        values[index] = value
+                    data = values.tobytes()
+                out.append((name, dtype, shape, data))
+            return pack(out, metadata)
+        broken["NaN weight"] = (patched({"roi_heads.box_head.fc6.weight": {7: np.nan}}),
+                                ["box head fc6 weight", "NaN"])
+        # gamma / sqrt(var + eps) beyond float32 once folded
+        broken["batch norm folding to infinity"] = (
+            patched({"backbone.body.bn1.weight": {0: 3e38}, "backbone.body.bn1.running_var": {0: 0.0}}),
+            ["backbone stem conv weight", "infinite"])
         for name, (content, keywords) in broken.items():
             path = scratch / f"{name.replace(' ', '-')}.safetensors"
             if content is not None:
