@@ -20,7 +20,8 @@ static inline MRCNN_HOST_DEVICE MrcnnBilinearSample
 mrcnn_bilinear_sample (float y, float x, int h, int w)
 {
   MrcnnBilinearSample smp = { { 0, 0, 0, 0 }, { 0, 0, 0, 0 } };
-  if (y < -1.0f || y > (float) h || x < -1.0f || x > (float) w)
+  /* written so that a NaN coordinate is outside too */
+  if (!(y >= -1.0f && y <= (float) h && x >= -1.0f && x <= (float) w))
     return smp;
   if (y <= 0)
     y = 0;

@@ -19,7 +19,7 @@ cpu_crop_and_resize (const float *features, int c, int h, int w,
   for (int i = 0; i < crop; i++) {
     float in_y = crop > 1 ? y1 * (h - 1) + i * height_scale
         : 0.5f * (y1 + y2) * (h - 1);
-    gboolean row_out = in_y < 0 || in_y > h - 1;
+    gboolean row_out = !(in_y >= 0 && in_y <= h - 1); /* NaN is out */
     int top = row_out ? 0 : (int) floorf (in_y);
     int bottom = row_out ? 0 : (int) ceilf (in_y);
     float y_lerp = in_y - top;
@@ -27,7 +27,7 @@ cpu_crop_and_resize (const float *features, int c, int h, int w,
       float *dst = out + (size_t) i * crop + j;
       float in_x = crop > 1 ? x1 * (w - 1) + j * width_scale
           : 0.5f * (x1 + x2) * (w - 1);
-      if (row_out || in_x < 0 || in_x > w - 1) {
+      if (row_out || !(in_x >= 0 && in_x <= w - 1)) {
         for (int ch = 0; ch < c; ch++)
           dst[ch * cell] = 0.0f;
         continue;

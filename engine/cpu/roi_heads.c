@@ -50,7 +50,9 @@ cpu_detect (CpuState *s, const MrcnnThresholds *t)
           s->box_regression + ((size_t) i * K + k) * 4, c->box_coder_weights,
           c->bbox_xform_clip, box);
       mrcnn_clip_box (box, w, h);
-      if (box[2] - box[0] < c->box_min_size || box[3] - box[1] < c->box_min_size)
+      /* remove_small_boxes keeps w >= min and h >= min: NaN boxes go too */
+      if (!(box[2] - box[0] >= c->box_min_size
+              && box[3] - box[1] >= c->box_min_size))
         continue;
       s->det_cand_scores[n] = score;
       s->det_cand_labels[n] = k;
@@ -149,7 +151,8 @@ mask_chunk (CpuState *s, int first, int n)
       float v = m->mask_logits.bias[label];
       for (int ch = 0; ch < cout; ch++)
         v += wl[ch] * feat[(size_t) ch * P2 * P2 + p];
-      probs[p] = 1.0f / (1.0f + expf (-v));
+      /* a NaN logit (overflowed activations) is no mask, not a NaN one */
+      probs[p] = isnan (v) ? 0.0f : 1.0f / (1.0f + expf (-v));
     }
   }
 }

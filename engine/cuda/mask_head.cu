@@ -101,7 +101,9 @@ mask_logits_kernel (const float *gemm, const float *deconv_bias,
     int M = 2 * P, a = lane / 2, b = lane % 2;
     int y = 2 * (pixel / P) + a, x = 2 * (pixel % P) + b;
     float v = logits_bias[label] + sum;
-    probs[(size_t) d * M * M + y * M + x] = 1.0f / (1.0f + expf (-v));
+    /* as cpu: a NaN logit gives probability 0 */
+    probs[(size_t) d * M * M + y * M + x] = isnan (v) ? 0.0f
+        : 1.0f / (1.0f + expf (-v));
   }
 }
 

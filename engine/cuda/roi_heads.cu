@@ -502,7 +502,7 @@ torchvision_candidates_kernel (const float *predictions,
     if (valid) {
       box = torchvision_decode (proposals + 4 * (size_t) row,
           deltas + 4 * (size_t) k, p);
-      if (box.z - box.x < p.min_size || box.w - box.y < p.min_size)
+      if (!(box.z - box.x >= p.min_size && box.w - box.y >= p.min_size))
         valid = false;
     }
     write_candidate (slot, valid, box, score, k, K, cand_boxes, cand_scores,

@@ -5,9 +5,12 @@ loader, so that mutations start from files the engine accepts.
   safetensors/  a tiny torchvision Mask R-CNN (stem 1, FPN 2, 2 classes),
                 float32 and float16, with and without metadata
   keras_h5/     the same shape in matterport's Keras layout: root layout,
-                model_weights layout in float16, chunked gzip
+                model_weights layout in float16 with variable-length
+                names, chunked gzip
   sidecar/      JSON and KEY = VALUE configurations of both variants
   rle/          two bytes of width and height (0-63), then a COCO RLE string
+  detect/       frames of both variants, some with NaN, infinite or huge
+                weights patched in (layout in fuzz_detect.c)
 
 usage: make_seeds.py OUTDIR
 """
@@ -66,10 +69,10 @@ def h5_seeds(out):
     # the files are a third of the size
     weightless = [name for name, names in fx.model_layers("tiny") if not names]
     fx.write_h5(out / "tiny-root.h5", weights, "tiny", drop_layers=weightless)
-    # no seed with variable-length names: libhdf5 1.10.8 can loop forever
-    # reading a damaged one (docs/robustness.md), which would stop every run
+    # variable-length names live in a global heap, which libhdf5 1.10 reads
+    # without end when damaged unless the loader's check refuses it first
     fx.write_h5(out / "tiny-model-weights.h5", weights, "tiny", layout="model_weights",
-                dtype=np.float16, drop_layers=weightless)
+                dtype=np.float16, drop_layers=weightless, vlen_names=True)
     fx.write_h5(out / "tiny-chunked.h5", weights, "tiny", chunked=True, split_names=True,
                 drop_layers=weightless)
 
@@ -110,10 +113,41 @@ def rle_seeds(out):
         (out / f"case{i}").write_bytes(struct.pack("BB", width, height) + counts.encode())
 
 
+def detect_seeds(out):
+    """fuzz_detect inputs: flags, width, height, patch count, patches
+    (array, element, float32 value), pixels."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, 64 * 48 * 3, dtype=np.uint8).tobytes()
+    nan, inf, huge = float("nan"), float("inf"), 3e38
+    cases = {
+        "torchvision": (0, 64, 48, []),
+        "matterport": (1, 48, 64, []),
+        "all-candidates": (2, 64, 48, []),
+        "matterport-all-candidates": (3, 64, 48, []),
+        "thin-frame": (2, 95, 3, []),
+        "nan-weight": (2, 64, 48, [(0, 5, nan)]),
+        "huge-weights": (2, 64, 48, [(200, 3, huge), (201, 0, -huge)]),
+        "inf-weights": (3, 64, 48, [(230, 1, inf), (231, 2, -inf), (240, 7, nan)]),
+        # arrays by index of mrcnn_model_foreach_weights on the tiny models:
+        # 63 the box head's delta bias (4: class 1's dx), 69 and 75 the
+        # mask logits bias of torchvision's and matterport's (1: class 1)
+        "nan-box-deltas": (2, 64, 48, [(63, 4, nan)]),
+        "nan-mask-logits": (2, 64, 48, [(69, 1, nan)]),
+        "matterport-nan-box-deltas": (3, 64, 48, [(63, 4, nan)]),
+        "matterport-nan-mask-logits": (3, 64, 48, [(75, 1, nan)]),
+    }
+    for name, (flags, width, height, patches) in cases.items():
+        data = struct.pack("BBBB", flags, width - 1, height - 1, len(patches))
+        for array, element, value in patches:
+            data += struct.pack("<BIf", array, element, value)
+        (out / name).write_bytes(data + pixels)
+
+
 def main():
     out = pathlib.Path(sys.argv[1])
     for name, make in (("safetensors", safetensors_seeds), ("keras_h5", h5_seeds),
-                       ("sidecar", sidecar_seeds), ("rle", rle_seeds)):
+                       ("sidecar", sidecar_seeds), ("rle", rle_seeds),
+                       ("detect", detect_seeds)):
         os.makedirs(out / name, exist_ok=True)
         make(out / name)
 
