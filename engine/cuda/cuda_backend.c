@@ -166,6 +166,15 @@ cuda_create (const MrcnnModel *m, const MrcnnOptions *options,
               s->half ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH),
           "setting the cuBLAS math mode", error))
     goto fail;
+  /* a workspace of cuBLAS's recommended size (32 MiB from Hopper on, 4 MiB
+   * before), given after cublasSetStream, which resets it: otherwise cuBLAS
+   * takes one from its pool at the first GEMM, inside a detection */
+  size_t cublas_workspace_size = (size_t) (prop.major >= 9 ? 32 : 4) << 20;
+  if (!cuda_alloc (&s->cublas_workspace, cublas_workspace_size,
+          "the cuBLAS workspace", error)
+      || !cublas_check (cublasSetWorkspace (s->cublas, s->cublas_workspace,
+              cublas_workspace_size), "setting the cuBLAS workspace", error))
+    goto fail;
 
   if (!cuda_backbone_create (s, error)
       || !cuda_proposals_create (s, error)
@@ -216,6 +225,7 @@ cuda_destroy (gpointer state)
   cuda_proposals_destroy (s);
   cuda_backbone_destroy (s);
   cudaFree (s->conv_workspace);
+  cudaFree (s->cublas_workspace);
   cudaFree (s->inspect_device);
   g_free (s->inspect_host);
   if (s->cublas)

@@ -56,6 +56,7 @@ struct _CudaState {
   /* shared by every convolution, sized for the most demanding one */
   void *conv_workspace;
   size_t conv_workspace_size;
+  void *cublas_workspace; /* cuBLAS's own, so that no GEMM allocates */
 
   /* the largest padded input any image gives: each side at most
    * max_padded_h / max_padded_w, the area at most max_padded_area (either
