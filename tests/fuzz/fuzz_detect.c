@@ -1,7 +1,6 @@
 /* libFuzzer target: detection on odd frames with damaged weights.  The tiny
- * torchvision and matterport models (FUZZ_SIDECAR_MODELS: a .safetensors
- * and an .h5 path separated by ':') are loaded once, with a sidecar that
- * keeps their frames small.  Each input overwrites a few weights with values
+ * torchvision and matterport models (fuzz_models.h) are loaded once, with a
+ * sidecar that keeps their frames small.  Each input overwrites a few weights with values
  * it chooses (huge ones, and NaN or infinities, which the loaders refuse but
  * overflowing activations produce anyway), sets the frame size, the
  * thresholds and the pixels, and runs one detection on the CPU backend.
@@ -14,11 +13,11 @@
  * 1..96), byte 3 (patches, 0..7), 9 bytes a patch (the weight array, a
  * 32-bit element index, a float32 value), then RGB pixels (repeated to
  * fill the frame). */
+#include "fuzz_models.h"
 #include "geometry.h"
 #include "model.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 int LLVMFuzzerInitialize (int *argc, char ***argv);
@@ -62,22 +61,14 @@ int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
   (void) argc, (void) argv;
-  const char *paths = getenv ("FUZZ_SIDECAR_MODELS");
-  if (!paths)
-    g_error ("set FUZZ_SIDECAR_MODELS to TINY.safetensors:TINY.h5");
-  char **split = g_strsplit (paths, ":", 2);
+  GBytes *models[2];
+  fuzz_read_models (models);
   for (int i = 0; i < 2; i++) {
     Target *t = &targets[i];
-    char *content;
-    gsize length;
     GError *error = NULL;
-    if (!split[i] || !g_file_get_contents (split[i], &content, &length,
-            &error))
-      g_error ("FUZZ_SIDECAR_MODELS: %s", error ? error->message : paths);
-    GBytes *bytes = g_bytes_new_take (content, length);
-    t->model = mrcnn_model_load_bytes (bytes, "tiny-model", sidecars[i],
+    t->model = mrcnn_model_load_bytes (models[i], "tiny-model", sidecars[i],
         "fuzz.cfg", &error);
-    g_bytes_unref (bytes);
+    g_bytes_unref (models[i]);
     MrcnnOptions options;
     mrcnn_options_init (&options);
     options.backend = MRCNN_BACKEND_CPU;
@@ -87,7 +78,6 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
     t->arrays = g_array_new (FALSE, FALSE, sizeof (WeightArray));
     mrcnn_model_foreach_weights (t->model, add_array, t->arrays);
   }
-  g_strfreev (split);
   mrcnn_result_init (&result);
   return 0;
 }

@@ -1,11 +1,10 @@
 /* libFuzzer target: sidecar configuration text, parsed and applied to a
- * tiny torchvision model and a tiny matterport model (their files are read
- * once, from FUZZ_SIDECAR_MODELS: a .safetensors and an .h5 path separated
- * by ':').  Whatever the text, loading either succeeds or fails with an
- * error naming the sidecar or the weights. */
+ * tiny torchvision model and a tiny matterport model (fuzz_models.h).
+ * Whatever the text, loading either succeeds or fails with an error naming
+ * the sidecar or the weights. */
+#include "fuzz_models.h"
 #include "model.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 int LLVMFuzzerInitialize (int *argc, char ***argv);
@@ -17,20 +16,7 @@ int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
   (void) argc, (void) argv;
-  const char *paths = getenv ("FUZZ_SIDECAR_MODELS");
-  if (!paths)
-    g_error ("set FUZZ_SIDECAR_MODELS to TINY.safetensors:TINY.h5");
-  char **split = g_strsplit (paths, ":", 2);
-  for (int i = 0; i < 2; i++) {
-    char *content;
-    gsize length;
-    GError *error = NULL;
-    if (!split[i] || !g_file_get_contents (split[i], &content, &length,
-            &error))
-      g_error ("FUZZ_SIDECAR_MODELS: %s", error ? error->message : paths);
-    models[i] = g_bytes_new_take (content, length);
-  }
-  g_strfreev (split);
+  fuzz_read_models (models);
   return 0;
 }
 
