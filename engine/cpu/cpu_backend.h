@@ -110,6 +110,10 @@ void cpu_preprocess (CpuState *s, const MrcnnImage *image);
  * zero-pixel padding. */
 void cpu_preprocess_matterport (CpuState *s, const MrcnnImage *image);
 void cpu_backbone (CpuState *s);
+/* The RPN head's convolutions on every FPN level: objectness (the logit;
+ * matterport: the foreground's 2-way softmax) and deltas per anchor, in
+ * anchor order. */
+void cpu_rpn_head (CpuState *s);
 void cpu_proposals (CpuState *s);
 /* RPN with 2-way softmax, global top-k, TF NMS, zero-padded proposals. */
 void cpu_proposals_matterport (CpuState *s);

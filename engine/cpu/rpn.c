@@ -4,10 +4,11 @@
 #include <math.h>
 #include <string.h>
 
-static void
-rpn_head (CpuState *s)
+void
+cpu_rpn_head (CpuState *s)
 {
   const MrcnnModel *m = s->model;
+  gboolean two_way = m->config.variant == MRCNN_VARIANT_MATTERPORT;
   int A = m->num_anchors;
   float *hidden = s->scratch[0], *logits = s->scratch[1],
       *deltas = s->scratch[2];
@@ -22,16 +23,27 @@ rpn_head (CpuState *s)
     cpu_conv2d (&m->rpn_bbox, hidden, h, w, deltas, NULL, FALSE, s->col,
         s->col_size);
     s->level_start[l] = start;
+    /* NHWC order: anchor a of a cell has logit a (matterport: 2a for the
+     * background, 2a + 1 for the foreground) and deltas 4a .. 4a + 3 */
     for (size_t p = 0; p < plane; p++)
       for (int a = 0; a < A; a++) {
         size_t j = start + p * A + a;
-        s->objectness[j] = logits[a * plane + p];
+        if (two_way) {
+          float bg = logits[2 * a * plane + p];
+          float fg = logits[(2 * a + 1) * plane + p];
+          float top = MAX (bg, fg);
+          float e_bg = expf (bg - top), e_fg = expf (fg - top);
+          s->objectness[j] = e_fg / (e_bg + e_fg);
+        } else {
+          s->objectness[j] = logits[a * plane + p];
+        }
         for (int k = 0; k < 4; k++)
           s->rpn_deltas[4 * j + k] = deltas[(4 * a + k) * plane + p];
       }
     start += (int) (plane * A);
   }
   s->level_start[MRCNN_FPN_LEVELS] = start;
+  s->n_anchors = start;
 }
 
 void
@@ -42,7 +54,7 @@ cpu_proposals (CpuState *s)
   const MrcnnGeometry *g = &s->geometry;
   int A = m->num_anchors;
   static const float unit_weights[4] = { 1, 1, 1, 1 };
-  rpn_head (s);
+  cpu_rpn_head (s);
 
   /* per level: top-k by logit, decode, clip, drop tiny boxes */
   int n = 0;

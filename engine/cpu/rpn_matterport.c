@@ -4,43 +4,7 @@
  * POST_NMS_ROIS_INFERENCE proposals, zero rows after the kept ones. */
 #include "cpu_backend.h"
 
-#include <math.h>
 #include <string.h>
-
-static void
-rpn_head (CpuState *s)
-{
-  const MrcnnModel *m = s->model;
-  int A = m->num_anchors;
-  float *hidden = s->scratch[0], *logits = s->scratch[1],
-      *deltas = s->scratch[2];
-  int start = 0;
-  for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
-    int h = s->fpn_h[l], w = s->fpn_w[l];
-    size_t plane = (size_t) h * w;
-    cpu_conv2d (&m->rpn_conv, s->fpn[l], h, w, hidden, NULL, TRUE, s->col,
-        s->col_size);
-    cpu_conv2d (&m->rpn_cls, hidden, h, w, logits, NULL, FALSE, s->col,
-        s->col_size);
-    cpu_conv2d (&m->rpn_bbox, hidden, h, w, deltas, NULL, FALSE, s->col,
-        s->col_size);
-    /* NHWC reshape: anchor a of a cell has logits 2a (background), 2a + 1
-     * (foreground) and deltas 4a .. 4a + 3 */
-    for (size_t p = 0; p < plane; p++)
-      for (int a = 0; a < A; a++) {
-        size_t j = start + p * A + a;
-        float bg = logits[2 * a * plane + p];
-        float fg = logits[(2 * a + 1) * plane + p];
-        float top = MAX (bg, fg);
-        float e_bg = expf (bg - top), e_fg = expf (fg - top);
-        s->objectness[j] = e_fg / (e_bg + e_fg);
-        for (int k = 0; k < 4; k++)
-          s->rpn_deltas[4 * j + k] = deltas[(4 * a + k) * plane + p];
-      }
-    start += (int) (plane * A);
-  }
-  s->n_anchors = start;
-}
 
 void
 cpu_proposals_matterport (CpuState *s)
@@ -54,7 +18,7 @@ cpu_proposals_matterport (CpuState *s)
     s->anchors_h = g->padded_height;
     s->anchors_w = g->padded_width;
   }
-  rpn_head (s);
+  cpu_rpn_head (s);
 
   /* tf.nn.top_k over all levels: descending, ties to the lower index */
   int k = MIN (c->rpn_pre_nms_top_n, s->n_anchors);
