@@ -4,7 +4,7 @@
  * is the authority for what a layer holds (MODEL_SPEC D.1). */
 #include "keras_h5.h"
 
-#include "mrcnn.h"
+#include "model.h"
 
 #include <errno.h>
 #include <glib/gstdio.h>
@@ -22,22 +22,6 @@ struct _MrcnnKerasFile {
   hid_t file, root;
   GHashTable *weights; /* "layer/var" -> MrcnnKerasWeight */
 };
-
-static gboolean
-fail (GError **error, int code, const char *path, const char *format, ...)
-    G_GNUC_PRINTF (4, 5);
-
-static gboolean
-fail (GError **error, int code, const char *path, const char *format, ...)
-{
-  va_list args;
-  va_start (args, format);
-  char *message = g_strdup_vprintf (format, args);
-  va_end (args);
-  g_set_error (error, MRCNN_ERROR, code, "%s: %s", path, message);
-  g_free (message);
-  return FALSE;
-}
 
 static void
 weight_free (gpointer data)
@@ -195,7 +179,8 @@ keras_init (MrcnnKerasFile *f, GError **error)
 {
   const char *path = f->path;
   if (f->file < 0) {
-    fail (error, MRCNN_ERROR_FORMAT, path, "cannot be opened as HDF5 "
+    mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
+        "cannot be opened as HDF5 "
         "(truncated or damaged?)");
     mrcnn_keras_close (f);
     return NULL;
@@ -211,7 +196,8 @@ keras_init (MrcnnKerasFile *f, GError **error)
   }
   GPtrArray *layers = g_ptr_array_new_with_free_func (g_free);
   if (f->root < 0 || !read_layer_names (f->root, layers)) {
-    fail (error, MRCNN_ERROR_FORMAT, path, "an HDF5 file but not Keras "
+    mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
+        "an HDF5 file but not Keras "
         "weights: no \"layer_names\" attribute at its root or in "
         "\"model_weights\"");
     g_ptr_array_unref (layers);
@@ -291,7 +277,8 @@ check_global_heaps (const void *data, gsize size, const char *path,
 {
   gsize offset;
   if (data && find_damaged_global_heap (data, size, &offset))
-    return fail (error, MRCNN_ERROR_FORMAT, path, "the global heap at byte "
+    return mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
+        "the global heap at byte "
         "%" G_GSIZE_FORMAT " (variable-length strings) is damaged: an object "
         "size would make libhdf5 read past it or without end", offset);
   return TRUE;
@@ -312,18 +299,21 @@ mrcnn_keras_open (const char *path, GError **error)
   /* errors are reported here, with the file name, not on stderr */
   H5Eset_auto2 (H5E_DEFAULT, NULL, NULL);
   if (g_access (path, R_OK) != 0) {
-    fail (error, MRCNN_ERROR_IO, path, "cannot open: %s", g_strerror (errno));
+    mrcnn_path_error (error, MRCNN_ERROR_IO, path,
+        "cannot open: %s", g_strerror (errno));
     return NULL;
   }
   if (H5Fis_hdf5 (path) <= 0) {
-    fail (error, MRCNN_ERROR_FORMAT, path, "not an HDF5 file (Keras "
+    mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
+        "not an HDF5 file (Keras "
         "weights such as mask_rcnn_coco.h5 are HDF5)");
     return NULL;
   }
   GError *map_error = NULL;
   GMappedFile *mapped = g_mapped_file_new (path, FALSE, &map_error);
   if (!mapped) {
-    fail (error, MRCNN_ERROR_IO, path, "cannot map: %s", map_error->message);
+    mrcnn_path_error (error, MRCNN_ERROR_IO, path,
+        "cannot map: %s", map_error->message);
     g_error_free (map_error);
     return NULL;
   }
@@ -344,7 +334,8 @@ mrcnn_keras_open_image (const void *data, gsize size, const char *path,
   H5Eset_auto2 (H5E_DEFAULT, NULL, NULL);
   static const char signature[8] = "\x89HDF\r\n\x1a\n";
   if (size < 8 || memcmp (data, signature, 8) != 0) {
-    fail (error, MRCNN_ERROR_FORMAT, path, "not an HDF5 file (Keras "
+    mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
+        "not an HDF5 file (Keras "
         "weights such as mask_rcnn_coco.h5 are HDF5)");
     return NULL;
   }
@@ -396,7 +387,8 @@ mrcnn_keras_read (const MrcnnKerasFile *f, const MrcnnKerasWeight *w,
   if (d >= 0)
     H5Dclose (d);
   if (!ok)
-    fail (error, MRCNN_ERROR_FORMAT, f->path, "cannot read dataset \"%s\" "
+    mrcnn_path_error (error, MRCNN_ERROR_FORMAT, f->path,
+        "cannot read dataset \"%s\" "
         "as float32: %s", w->dataset, !is_float ? "it is not a "
         "floating-point dataset" : !same ? "its size changed between "
         "lookups (a damaged file)" : "read failed (a compression filter this "

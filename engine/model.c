@@ -485,14 +485,14 @@ mrcnn_model_describe (const MrcnnModel *m)
 }
 
 gboolean
-mrcnn_model_error (GError **error, const char *path, const char *format, ...)
+mrcnn_path_error (GError **error, int code, const char *path,
+    const char *format, ...)
 {
   va_list args;
   va_start (args, format);
   char *message = g_strdup_vprintf (format, args);
   va_end (args);
-  g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_MODEL, "%s: %s", path,
-      message);
+  g_set_error (error, MRCNN_ERROR, code, "%s: %s", path, message);
   g_free (message);
   return FALSE;
 }

@@ -118,10 +118,13 @@ void mrcnn_config_init_torchvision (MrcnnConfig *config);
  * else "class_<i>" (and the variant's background name). */
 void mrcnn_model_default_class_names (MrcnnModel *model);
 
-/* Sets a MRCNN_ERROR_MODEL error "<path>: <message>" and returns FALSE:
- * what every loader reports for missing, misshapen or inconsistent weights. */
-gboolean mrcnn_model_error (GError **error, const char *path,
-    const char *format, ...) G_GNUC_PRINTF (3, 4);
+/* Sets an MRCNN_ERROR error "<path>: <message>" of the given code and
+ * returns FALSE: how every reader of a file reports what is wrong with it. */
+gboolean mrcnn_path_error (GError **error, int code, const char *path,
+    const char *format, ...) G_GNUC_PRINTF (4, 5);
+/* What the loaders report for missing, misshapen or inconsistent weights. */
+#define mrcnn_model_error(error, path, ...) \
+  mrcnn_path_error (error, MRCNN_ERROR_MODEL, path, __VA_ARGS__)
 /* Calls func on every weight and bias array of the network, named by where
  * it sits ("backbone stage 2 block 1 conv2 weight"), in network order. */
 typedef void (*MrcnnWeightsFunc) (const char *name, float *values, size_t n,

@@ -53,28 +53,12 @@ tensor_view_free (gpointer data)
 }
 
 static gboolean
-fail (GError **error, int code, const char *path, const char *format, ...)
-    G_GNUC_PRINTF (4, 5);
-
-static gboolean
-fail (GError **error, int code, const char *path, const char *format, ...)
-{
-  va_list args;
-  va_start (args, format);
-  char *message = g_strdup_vprintf (format, args);
-  va_end (args);
-  g_set_error (error, MRCNN_ERROR, code, "%s: %s", path, message);
-  g_free (message);
-  return FALSE;
-}
-
-static gboolean
 parse_tensor (MrcnnSafetensors *file, const char *name, JsonNode *node,
     const uint8_t *data, guint64 data_size, GError **error)
 {
   const char *path = file->path;
   if (!JSON_NODE_HOLDS_OBJECT (node))
-    return fail (error, MRCNN_ERROR_FORMAT, path,
+    return mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
         "bad JSON header: entry \"%s\" is not an object", name);
   JsonObject *obj = json_node_get_object (node);
   JsonNode *dtype_node = json_object_get_member (obj, "dtype");
@@ -83,7 +67,7 @@ parse_tensor (MrcnnSafetensors *file, const char *name, JsonNode *node,
   if (!dtype_node || json_node_get_value_type (dtype_node) != G_TYPE_STRING
       || !shape_node || !JSON_NODE_HOLDS_ARRAY (shape_node)
       || !offsets_node || !JSON_NODE_HOLDS_ARRAY (offsets_node))
-    return fail (error, MRCNN_ERROR_FORMAT, path,
+    return mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
         "bad JSON header: tensor \"%s\" needs dtype, shape and data_offsets",
         name);
 
@@ -97,7 +81,7 @@ parse_tensor (MrcnnSafetensors *file, const char *name, JsonNode *node,
     }
   if (elem_size == 0) {
     g_free (view);
-    return fail (error, MRCNN_ERROR_FORMAT, path,
+    return mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
         "tensor \"%s\" has unknown dtype \"%s\"", name, dtype_name);
   }
 
@@ -105,7 +89,7 @@ parse_tensor (MrcnnSafetensors *file, const char *name, JsonNode *node,
   guint ndim = json_array_get_length (shape);
   if (ndim > MRCNN_MAX_DIMS) {
     g_free (view);
-    return fail (error, MRCNN_ERROR_FORMAT, path,
+    return mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
         "tensor \"%s\" has %u dimensions (at most %d supported)", name, ndim,
         MRCNN_MAX_DIMS);
   }
@@ -118,7 +102,7 @@ parse_tensor (MrcnnSafetensors *file, const char *name, JsonNode *node,
     if (d < 0 || d > MRCNN_MAX_DIM_SIZE
         || (d > 0 && numel > data_size / (guint64) d)) {
       g_free (view);
-      return fail (error, MRCNN_ERROR_FORMAT, path,
+      return mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
           "tensor \"%s\" has an invalid shape or is larger than the file",
           name);
     }
@@ -135,27 +119,27 @@ parse_tensor (MrcnnSafetensors *file, const char *name, JsonNode *node,
         == G_TYPE_INT64;
   if (!integers) {
     g_free (view);
-    return fail (error, MRCNN_ERROR_FORMAT, path,
+    return mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
         "bad JSON header: data_offsets of \"%s\" must be two integers", name);
   }
   gint64 begin = json_array_get_int_element (offsets, 0);
   gint64 end = json_array_get_int_element (offsets, 1);
   if (begin < 0 || end < begin) {
     g_free (view);
-    return fail (error, MRCNN_ERROR_FORMAT, path,
+    return mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
         "tensor \"%s\" has invalid data_offsets [%" G_GINT64_FORMAT ", %"
         G_GINT64_FORMAT "]", name, begin, end);
   }
   if ((guint64) end > data_size) {
     g_free (view);
-    return fail (error, MRCNN_ERROR_FORMAT, path,
+    return mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
         "file is truncated: tensor \"%s\" ends at byte %" G_GINT64_FORMAT
         " of the data but the file holds only %" G_GUINT64_FORMAT, name, end,
         data_size);
   }
   if ((guint64) (end - begin) != numel * (guint64) elem_size) {
     g_free (view);
-    return fail (error, MRCNN_ERROR_FORMAT, path,
+    return mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
         "tensor \"%s\": data_offsets span %" G_GINT64_FORMAT " bytes but shape "
         "and dtype need %" G_GUINT64_FORMAT, name, end - begin,
         numel * (guint64) elem_size);
@@ -170,7 +154,7 @@ static gboolean
 parse_metadata (MrcnnSafetensors *file, JsonNode *node, GError **error)
 {
   if (!JSON_NODE_HOLDS_OBJECT (node))
-    return fail (error, MRCNN_ERROR_FORMAT, file->path,
+    return mrcnn_path_error (error, MRCNN_ERROR_FORMAT, file->path,
         "bad JSON header: __metadata__ is not an object");
   JsonObject *obj = json_node_get_object (node);
   JsonObjectIter iter;
@@ -179,7 +163,7 @@ parse_metadata (MrcnnSafetensors *file, JsonNode *node, GError **error)
   json_object_iter_init (&iter, obj);
   while (json_object_iter_next (&iter, &key, &value)) {
     if (json_node_get_value_type (value) != G_TYPE_STRING)
-      return fail (error, MRCNN_ERROR_FORMAT, file->path,
+      return mrcnn_path_error (error, MRCNN_ERROR_FORMAT, file->path,
           "bad JSON header: __metadata__ value of \"%s\" is not a string", key);
     g_hash_table_insert (file->metadata, g_strdup (key),
         g_strdup (json_node_get_string (value)));
@@ -224,11 +208,11 @@ mrcnn_safetensors_open_bytes (GBytes *content, const char *path,
   guint64 size = length;
   JsonParser *parser = NULL;
   if (size == 0) {
-    fail (error, MRCNN_ERROR_FORMAT, path, "file is empty");
+    mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path, "file is empty");
     goto error;
   }
   if (size < 8) {
-    fail (error, MRCNN_ERROR_FORMAT, path,
+    mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
         "file is truncated: %" G_GUINT64_FORMAT " bytes, too short for the "
         "8-byte header length of a safetensors file", size);
     goto error;
@@ -237,7 +221,7 @@ mrcnn_safetensors_open_bytes (GBytes *content, const char *path,
   for (int i = 7; i >= 0; i--)
     header_len = (header_len << 8) | bytes[i];
   if (header_len > size - 8 || header_len > MAX_HEADER_BYTES) {
-    fail (error, MRCNN_ERROR_FORMAT, path,
+    mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
         "header length %" G_GUINT64_FORMAT " exceeds the file size (%"
         G_GUINT64_FORMAT " bytes) or the %d-byte limit: not a safetensors "
         "file, or truncated", header_len, size, MAX_HEADER_BYTES);
@@ -245,7 +229,8 @@ mrcnn_safetensors_open_bytes (GBytes *content, const char *path,
   }
 
   if (mrcnn_json_too_deep ((const char *) bytes + 8, (gssize) header_len)) {
-    fail (error, MRCNN_ERROR_FORMAT, path, "bad JSON header: nested deeper "
+    mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
+        "bad JSON header: nested deeper "
         "than %d levels", MRCNN_MAX_JSON_DEPTH);
     goto error;
   }
@@ -253,14 +238,14 @@ mrcnn_safetensors_open_bytes (GBytes *content, const char *path,
   GError *json_error = NULL;
   if (!json_parser_load_from_data (parser, (const char *) bytes + 8,
           (gssize) header_len, &json_error)) {
-    fail (error, MRCNN_ERROR_FORMAT, path, "bad JSON header: %s",
+    mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path, "bad JSON header: %s",
         json_error->message);
     g_error_free (json_error);
     goto error;
   }
   JsonNode *root = json_parser_get_root (parser);
   if (!root || !JSON_NODE_HOLDS_OBJECT (root)) {
-    fail (error, MRCNN_ERROR_FORMAT, path,
+    mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
         "bad JSON header: the header is not a JSON object");
     goto error;
   }
