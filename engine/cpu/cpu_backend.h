@@ -131,6 +131,12 @@ void cpu_roi_setup (CpuState *s);
 void cpu_roi_pool (CpuState *s, const float *box, int pooled, float *out);
 /* ROI pooling and the box head on every proposal. */
 void cpu_box_head (CpuState *s);
+/* Per-class NMS over the n candidates in det_cand_*, then the best
+ * max_detections survivors by score into det_*: candidates sorted by score
+ * (stable: ties keep candidate order), grouped by class with a stable
+ * counting sort, each class suppressed in score order (torchvision's
+ * batched NMS, or matterport's TF NMS capped at max_detections). */
+void cpu_select_detections (CpuState *s, int n, const MrcnnThresholds *t);
 void cpu_detect (CpuState *s, const MrcnnThresholds *t);
 /* DetectionLayer: argmax class per ROI, per-class TF NMS. */
 void cpu_detect_matterport (CpuState *s, const MrcnnThresholds *t);

@@ -49,39 +49,5 @@ cpu_detect_matterport (CpuState *s, const MrcnnThresholds *t)
     n++;
   }
 
-  /* per-class NMS: candidates by score (stable, so ties keep ROI order),
-   * grouped by class with a stable counting sort */
-  int *order = s->det_order, *by_class = s->det_order + n, *keep = s->keep;
-  int *start = s->class_start;
-  mrcnn_argsort_desc (s->det_cand_scores, n, order, by_class);
-  memset (start, 0, sizeof (int) * K);
-  for (int i = 0; i < n; i++)
-    start[s->det_cand_labels[i]]++;
-  for (int k = 1; k < K; k++)
-    start[k] += start[k - 1];
-  for (int i = n - 1; i >= 0; i--)
-    by_class[--start[s->det_cand_labels[order[i]]]] = order[i];
-  int n_keep = 0;
-  for (int k = 1; k < K; k++) {
-    int begin = start[k], stop = k + 1 < K ? start[k + 1] : n;
-    n_keep += mrcnn_tf_nms (s->det_cand_boxes, by_class + begin,
-        stop - begin, t->nms, t->max_detections, s->removed, keep + n_keep);
-  }
-
-  /* the survivors, best first (top_k: ties to the lower ROI) */
-  uint8_t *kept = s->removed;
-  memset (kept, 0, (size_t) n);
-  for (int i = 0; i < n_keep; i++)
-    kept[keep[i]] = 1;
-  s->n_detections = 0;
-  for (int i = 0; i < n && s->n_detections < t->max_detections; i++) {
-    int j = order[i];
-    if (!kept[j])
-      continue;
-    int d = s->n_detections++;
-    memcpy (s->det_boxes + 4 * d, s->det_cand_boxes + 4 * j,
-        4 * sizeof (float));
-    s->det_scores[d] = s->det_cand_scores[j];
-    s->det_labels[d] = s->det_cand_labels[j];
-  }
+  cpu_select_detections (s, n, t);
 }
