@@ -552,7 +552,7 @@ gst_mask_rcnn_export_class_init (GstMaskRcnnExportClass *klass)
   gst_element_class_set_static_metadata (element_class,
       "Mask R-CNN export", "Filter/Analyzer/Video",
       "Writes Mask R-CNN detections with their masks as JSON Lines or COCO "
-      "results", "gst-maskrcnn");
+      "results", "gst-maskrcnn developers");
 
   trans_class->start = GST_DEBUG_FUNCPTR (gst_mask_rcnn_export_start);
   trans_class->stop = GST_DEBUG_FUNCPTR (gst_mask_rcnn_export_stop);
