@@ -224,11 +224,12 @@ read_le (const guint8 *p, int n)
 /* libhdf5 1.10 (H5HG__cache_heap_deserialize) walks the objects of a
  * global heap collection, where variable-length strings such as h5py 3's
  * layer_names live, by each object's size, trusting it: a size of 0 makes
- * it loop forever, one that wraps the address sends it into wild memory,
- * and H5HG_read copies an object that runs past the collection's end as
- * far as its size says.  This walks every collection of the file
- * (signature "GCOL", version 1) the same way first and reports the offset
- * of one with such an object. */
+ * it loop forever, one that wraps the address (the free space's, too)
+ * sends it reading before the collection, and H5HG_read copies an object
+ * that runs past the collection's end as far as its size says.  This walks
+ * every collection of the file (signature "GCOL", version 1) the same way
+ * first and reports the offset of one with an object that does not fit in
+ * it. */
 static gboolean
 find_damaged_global_heap (const guint8 *data, gsize size, gsize *offset)
 {
@@ -260,8 +261,10 @@ find_damaged_global_heap (const guint8 *data, gsize size, gsize *offset)
       guint64 object_size = read_le (data + p + 8, L);
       guint64 need = idx > 0 ? object_header + ((object_size + 7) & ~7ull)
           : object_size;
-      if (need == 0 || p + need < p
-          || (idx > 0 && (object_size > heap_end - p || need > heap_end - p))) {
+      /* the sizes overflow in libhdf5's pointer arithmetic as in ours, so
+       * the object itself (its size unaligned, too) must fit */
+      if (need == 0 || need > heap_end - p
+          || (idx > 0 && object_size > heap_end - p)) {
         *offset = start;
         return TRUE;
       }
