@@ -41,10 +41,12 @@ mrcnn_geometry_compute_matterport (const MrcnnConfig *c, int W0, int H0,
     .orig_width = W0, .orig_height = H0, .width = w, .height = h,
     .padded_width = w, .padded_height = h, .scale = scale,
   };
-  if (h < 1 || w < 1) {
+  /* unmold_detections divides by the window's size in normalised
+   * coordinates, (side - 1) / (padded - 1): zero for a 1-pixel side */
+  if (h < 2 || w < 2) {
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
-        "image size %dx%d is too elongated: it resizes to %dx%d", W0, H0, w,
-        h);
+        "image size %dx%d is too elongated: it resizes to %dx%d, and "
+        "matterport's models need at least 2 pixels a side", W0, H0, w, h);
     return FALSE;
   }
   switch (c->resize_mode) {

@@ -625,6 +625,15 @@ test_mp_geometry (void)
   g_assert_false (mrcnn_geometry_compute (&c, 2048, 256, &g, &error));
   g_assert_nonnull (strstr (error->message, "IMAGE_MAX_DIM"));
   g_clear_error (&error);
+  /* a side of 1 pixel after resizing: unmold_detections would divide by a
+   * window of height 0 */
+  c.resize_mode = MRCNN_RESIZE_SQUARE;
+  c.min_size = 64;
+  c.max_size = 64;
+  g_assert_false (mrcnn_geometry_compute (&c, 64, 1, &g, &error));
+  g_assert_nonnull (strstr (error->message, "2 pixels"));
+  g_clear_error (&error);
+  g_assert_true (mrcnn_geometry_compute (&c, 64, 2, &g, NULL));
 }
 
 static void
