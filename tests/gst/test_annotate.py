@@ -16,10 +16,7 @@ import re
 import subprocess
 import sys
 
-import gi
-
-gi.require_version("Gst", "1.0")
-from gi.repository import Gst  # noqa: E402
+from video_files import decode
 
 SECONDS, FPS = 2, 30
 FRAMES = SECONDS * FPS
@@ -31,24 +28,6 @@ def run(args, model=None):
     env.pop("GST_DEBUG", None)  # as a user runs it: only the program speaks
     env["GST_MASKRCNN_MODEL"] = model or ""
     return subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT, env=env)
-
-
-def decode(path):
-    """Frames and frame size of a video file, decoded by GStreamer."""
-    pipeline = Gst.parse_launch(
-        f'filesrc location="{path}" ! decodebin ! videoconvert ! appsink name=sink sync=false')
-    sink = pipeline.get_by_name("sink")
-    pipeline.set_state(Gst.State.PLAYING)
-    frames, size = 0, None
-    while True:
-        sample = sink.emit("pull-sample")
-        if sample is None:
-            break
-        frames += 1
-        s = sample.get_caps().get_structure(0)
-        size = (s.get_value("width"), s.get_value("height"))
-    pipeline.set_state(Gst.State.NULL)
-    return frames, size
 
 
 def iou(a, b):
@@ -89,7 +68,6 @@ def main():
     os.makedirs(outdir, exist_ok=True)
     for old in glob.glob(os.path.join(outdir, "*")):
         os.remove(old)
-    Gst.init(None)
     failures = []
 
     def check(ok, what):

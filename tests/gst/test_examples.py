@@ -10,7 +10,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from test_pipelines import Gst, count_frames, launch
+from test_pipelines import launch
+from video_files import decode
 
 TIMEOUT = 300
 failures = []
@@ -48,7 +49,6 @@ def main():
                         help="the GstMaskRcnn typelib was built: run the Python example")
     args = parser.parse_args()
     os.makedirs(args.outdir, exist_ok=True)
-    Gst.init(None)
     examples = os.path.join(args.source_root, "examples")
 
     # a short "recorded" video of the test frame
@@ -96,7 +96,7 @@ def main():
     annotated = os.path.join(args.outdir, "annotated.avi")
     rc, _ = run(["sh", os.path.join(examples, "pipelines", "annotate-file.sh"), args.model,
                  video, annotated])
-    frames, size = count_frames(annotated) if rc == 0 else (0, None)
+    frames, size = decode(annotated) if rc == 0 else (0, None)
     check("annotate-file.sh", rc == 0 and frames == 3 and size == (640, 480),
           f"exit {rc}, {frames} frames of {size}")
 

@@ -7,10 +7,7 @@ import os
 import subprocess
 import sys
 
-import gi
-
-gi.require_version("Gst", "1.0")
-from gi.repository import Gst  # noqa: E402
+from video_files import decode
 
 FRAMES = 30
 TIMEOUT = 300
@@ -22,28 +19,9 @@ def launch(description):
     return result.returncode, result.stdout + result.stderr
 
 
-def count_frames(path):
-    """Decodes an AVI of JPEG frames and counts them."""
-    pipeline = Gst.parse_launch(
-        f"filesrc location={path} ! avidemux ! jpegdec ! appsink name=sink sync=false")
-    sink = pipeline.get_by_name("sink")
-    pipeline.set_state(Gst.State.PLAYING)
-    frames, size = 0, None
-    while True:
-        sample = sink.emit("pull-sample")
-        if sample is None:
-            break
-        frames += 1
-        s = sample.get_caps().get_structure(0)
-        size = (s.get_value("width"), s.get_value("height"))
-    pipeline.set_state(Gst.State.NULL)
-    return frames, size
-
-
 def main():
     model, image, outdir = sys.argv[1:4]
     os.makedirs(outdir, exist_ok=True)
-    Gst.init(None)
     failures = 0
     for width, height in ((640, 480), (1920, 1080)):
         for fmt in ("NV12", "RGB"):
@@ -53,7 +31,7 @@ def main():
                 f"video/x-raw,format={fmt},width={width},height={height},framerate=30/1 ! "
                 f"maskrcnn model={model} ! maskrcnnoverlay ! videoconvert ! jpegenc ! "
                 f"avimux ! filesink location={out}")
-            frames, size = count_frames(out) if rc == 0 else (0, None)
+            frames, size = decode(out) if rc == 0 else (0, None)
             ok = rc == 0 and frames == FRAMES and size == (width, height)
             print(f"{'ok  ' if ok else 'FAIL'} {width}x{height} {fmt}: exit {rc}, "
                   f"{frames} frames of {size} in {out}", flush=True)
