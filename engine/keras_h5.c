@@ -180,8 +180,7 @@ keras_init (MrcnnKerasFile *f, GError **error)
   const char *path = f->path;
   if (f->file < 0) {
     mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
-        "cannot be opened as HDF5 "
-        "(truncated or damaged?)");
+        "cannot be opened as HDF5 (truncated or damaged?)");
     mrcnn_keras_close (f);
     return NULL;
   }
@@ -243,7 +242,10 @@ find_damaged_global_heap (const guint8 *data, gsize size, gsize *offset)
       L = data[at + 8] < 2 ? data[at + 14] : data[at + 10];
   if (L != 2 && L != 4 && L != 8)
     return FALSE; /* libhdf5 refuses such a file itself */
-  guint64 header = 8 + L, object_header = 8 + L;
+  /* a collection's header ("GCOL", version, 3 reserved bytes) and an
+   * object's (index, references, 4 reserved bytes) are both 8 bytes and a
+   * length */
+  guint64 header = 8 + L;
   const guint8 *hit = data, *end = data + size;
   while ((hit = memmem (hit, end - hit, "GCOL", 4))) {
     guint64 start = hit - data;
@@ -255,11 +257,11 @@ find_damaged_global_heap (const guint8 *data, gsize size, gsize *offset)
       continue; /* beyond the file: libhdf5 fails to read it */
     guint64 p = start + header, heap_end = start + heap_size;
     while (p < heap_end) {
-      if (p + object_header > heap_end)
+      if (p + header > heap_end)
         break; /* the free space at the end */
       guint64 idx = read_le (data + p, 2);
       guint64 object_size = read_le (data + p + 8, L);
-      guint64 need = idx > 0 ? object_header + ((object_size + 7) & ~7ull)
+      guint64 need = idx > 0 ? header + ((object_size + 7) & ~7ull)
           : object_size;
       /* the sizes overflow in libhdf5's pointer arithmetic as in ours, so
        * the object itself (its size unaligned, too) must fit */
@@ -281,9 +283,9 @@ check_global_heaps (const void *data, gsize size, const char *path,
   gsize offset;
   if (data && find_damaged_global_heap (data, size, &offset))
     return mrcnn_path_error (error, MRCNN_ERROR_FORMAT, path,
-        "the global heap at byte "
-        "%" G_GSIZE_FORMAT " (variable-length strings) is damaged: an object "
-        "size would make libhdf5 read past it or without end", offset);
+        "the global heap at byte %" G_GSIZE_FORMAT " (variable-length "
+        "strings) is damaged: an object size would make libhdf5 read past "
+        "it or without end", offset);
   return TRUE;
 }
 
