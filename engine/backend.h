@@ -17,6 +17,9 @@ typedef struct {
   float nms;
   int max_detections;
   float mask;
+  /* [num_classes], nonzero for the classes detections may have; NULL: all.
+   * Applied before the cut to max_detections. */
+  const uint8_t *keep_class;
 } MrcnnThresholds;
 
 /* A host copy or view of an intermediate tensor, for inspection. */

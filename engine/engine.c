@@ -12,6 +12,7 @@ struct _MrcnnEngine {
   const MrcnnBackend *backend;
   gpointer state;
   MrcnnThresholds thresholds;
+  uint8_t *keep_class; /* thresholds.keep_class when a filter is set */
   char *dump_dir;
   gboolean time_stages;
   double stage_ms[MRCNN_N_STAGES];
@@ -65,6 +66,19 @@ mrcnn_engine_set_thresholds (MrcnnEngine *e, float score, float nms,
       : c->box_detections_per_img;
   e->thresholds.mask = mask >= 0 ? mask : c->mask_threshold;
   return TRUE;
+}
+
+void
+mrcnn_engine_set_class_filter (MrcnnEngine *e, const gboolean *keep)
+{
+  int n = e->model->num_classes;
+  if (keep && !e->keep_class)
+    e->keep_class = g_new (uint8_t, n);
+  else if (!keep)
+    g_clear_pointer (&e->keep_class, g_free);
+  for (int i = 0; keep && i < n; i++)
+    e->keep_class[i] = keep[i] != FALSE;
+  e->thresholds.keep_class = e->keep_class;
 }
 
 MrcnnEngine *
@@ -140,6 +154,7 @@ mrcnn_engine_free (MrcnnEngine *e)
   if (!e)
     return;
   e->backend->destroy (e->state);
+  g_free (e->keep_class);
   g_free (e->dump_dir);
   g_free (e);
 }

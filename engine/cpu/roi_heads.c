@@ -41,6 +41,8 @@ cpu_select_detections (CpuState *s, int n, const MrcnnThresholds *t)
   int n_keep = 0;
   for (int k = 1; k < K; k++) {
     int begin = start[k], stop = k + 1 < K ? start[k + 1] : n;
+    if (t->keep_class && !t->keep_class[k])
+      continue;
     n_keep += tf_nms
         ? mrcnn_tf_nms (s->det_cand_boxes, by_class + begin, stop - begin,
         t->nms, t->max_detections, s->removed, keep + n_keep)

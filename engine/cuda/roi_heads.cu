@@ -664,11 +664,13 @@ nms_reduce_kernel (const int *by_class, const int *class_count,
   }
 }
 
-/* The kept candidates in score order (ties by slot), the first
- * max_detections of them into s->det_*; rows past them zeroed. */
+/* The kept candidates in score order (ties by slot), of the classes
+ * class_keep keeps (NULL: all), the first max_detections of them into
+ * s->det_*; rows past them zeroed. */
 static __global__ void
 select_kernel (const int *order, const int *class_start, int K,
-    const uint8_t *kept, const float *cand_boxes, const float *cand_scores,
+    const uint8_t *kept, const uint8_t *class_keep, const float *cand_boxes,
+    const float *cand_scores,
     const int *cand_labels, int max_detections, float *det_boxes,
     float *det_scores, int *det_labels, int *n_detections)
 {
@@ -679,7 +681,8 @@ select_kernel (const int *order, const int *class_start, int K,
   for (int i0 = 0; i0 < n && base < max_detections; i0 += SELECT_THREADS) {
     int i = i0 + threadIdx.x;
     int slot = i < n ? order[i] : 0;
-    int flag = i < n && kept[slot];
+    int flag = i < n && kept[slot]
+        && (!class_keep || class_keep[cand_labels[slot]]);
     int pos, total;
     Scan (scan_storage).ExclusiveSum (flag, pos, total);
     pos += base;
@@ -797,6 +800,7 @@ cuda_roi_heads_create (CudaState *s, GError **error)
           "the detection class counts")
       || !ALLOC (r->class_start, (size_t) (K + 1) * sizeof (int),
           "the detection class counts")
+      || !ALLOC (r->class_keep, (size_t) K, "the detection class filter")
       || !ALLOC (r->nms_mask, slots * r->nms_words * sizeof (uint64_t),
           "the detection NMS mask")
       || !ALLOC (r->kept, slots, "the detection NMS flags")
@@ -843,6 +847,7 @@ cuda_roi_heads_destroy (CudaState *s)
     r->cand_boxes, r->cand_scores, r->cand_labels, r->cand_slot,
     r->sorted_scores, r->order, r->order_labels, r->grouped_labels,
     r->by_class, r->class_count, r->class_start, r->nms_mask, r->kept,
+    r->class_keep,
     r->sort_temp, s->det_boxes, s->det_scores, s->det_labels,
     s->n_detections,
   };
@@ -961,8 +966,14 @@ cuda_detect_run (CudaState *s, GError **error)
     return FALSE;
   int max_detections = CLAMP (s->thresholds.max_detections, 0,
       MRCNN_MAX_DETECTIONS);
+  const uint8_t *keep = s->thresholds.keep_class;
+  if (keep && !cuda_check (cudaMemcpyAsync (r->class_keep, keep, r->classes,
+              cudaMemcpyHostToDevice, s->stream), "uploading the class filter",
+          error))
+    return FALSE;
   select_kernel <<<1, SELECT_THREADS, 0, s->stream>>> (r->order,
-      r->class_start, r->classes, r->kept, r->cand_boxes, r->cand_scores,
+      r->class_start, r->classes, r->kept, keep ? r->class_keep : NULL,
+      r->cand_boxes, r->cand_scores,
       r->cand_labels, max_detections, s->det_boxes, s->det_scores,
       s->det_labels, s->n_detections);
   return CUDA_CHECK_LAUNCH ("selecting the detections", error);

@@ -44,6 +44,7 @@ typedef struct {
   int nms_words;
   uint64_t *nms_mask;
   uint8_t *kept;            /* [slot] */
+  uint8_t *class_keep;      /* [K], the class filter of the frame */
   void *sort_temp;
   size_t sort_temp_size;
 } CudaRoiHeads;

@@ -147,6 +147,11 @@ const char *mrcnn_engine_backend_name (const MrcnnEngine *engine);
 gboolean mrcnn_engine_set_thresholds (MrcnnEngine *engine, float score,
     float nms, int max_detections, float mask, GError **error);
 
+/* Detections only of the classes where keep[class id] is TRUE (keep has
+ * one entry per class of the model); NULL keeps every class.  The filter
+ * comes before the cut to max_detections: the best N of the kept classes. */
+void mrcnn_engine_set_class_filter (MrcnnEngine *engine, const gboolean *keep);
+
 gboolean mrcnn_engine_detect (MrcnnEngine *engine, const MrcnnImage *image,
     MrcnnResult *result, GError **error);
 /* n images in, n results out (results[i] for images[i]).  The frames run
