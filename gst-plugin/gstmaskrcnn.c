@@ -2,20 +2,33 @@
  * SECTION:element-maskrcnn
  * @title: maskrcnn
  *
- * Runs Mask R-CNN instance segmentation on every frame (or one frame in
- * interval + 1) and attaches the detections to the buffer as
- * #GstMaskRcnnMeta (box, class, score and a box-sized mask at frame
- * resolution) and as one #GstVideoRegionOfInterestMeta per detection.  The
- * frame's pixels pass through untouched; maskrcnnoverlay draws the results.
+ * Runs Mask R-CNN instance segmentation on video frames and attaches the
+ * detections to the buffer as #GstMaskRcnnMeta (box, class, score and a
+ * box-sized mask at frame resolution) and as one
+ * #GstVideoRegionOfInterestMeta per detection.  The frame's pixels pass
+ * through untouched; maskrcnnoverlay draws the results.
+ *
+ * Two ways to run, chosen by #GstMaskRcnn:mode (the default picks by the
+ * source): every frame analysed, the stream waiting for the model (files);
+ * or the stream never waiting (cameras): inference runs on a thread of the
+ * element, at most one frame in flight, and every frame leaves at once
+ * carrying the newest finished results, marked with the frame they were
+ * computed on and their age.  The element answers the LATENCY query with
+ * the time it holds a frame, measured, and posts a LATENCY message when
+ * that changes.
  *
  * Models: torchvision maskrcnn_resnet50_fpn weights as .safetensors, or
  * matterport's Keras .h5 weights (mask_rcnn_coco.h5 or a custom-trained
- * one, with its settings in the `config` sidecar).
+ * one, with its settings in the `config` sidecar).  A model set while
+ * playing loads in the background and replaces the running one between
+ * frames.
  *
  * |[
  * gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! videoconvert ! \
  *   maskrcnn model=maskrcnn_resnet50_fpn.safetensors ! maskrcnnoverlay ! \
  *   videoconvert ! autovideosink
+ * gst-launch-1.0 v4l2src ! videoconvert ! maskrcnn model=mask_rcnn_coco.h5 ! \
+ *   maskrcnnoverlay ! videoconvert ! autovideosink
  * ]|
  */
 #include "gstmaskrcnn.h"
@@ -24,6 +37,21 @@
 #include <string.h>
 
 #include "meta/gstmaskrcnnmeta.h"
+
+/* Threads.  While the element runs, three threads touch it: the streaming
+ * thread (transform_ip and the serialized events), the worker (the only
+ * thread that runs the engine: self->analyzer and self->work_result are its
+ * own) and, while a model set during playback loads, the loader.  What they
+ * share is under self->lock: the job (the frame handed to the worker) and
+ * its state, the latest results and what they are of, the model loaded in
+ * the background (next), the stream's epoch and the quit/reload/failed
+ * flags; self->cond signals every change of them.  The object lock guards
+ * the properties, QoS and latency figures.  The object lock may be held
+ * when self->lock is taken, never the reverse, and messages (posting takes
+ * the object lock) are posted with self->lock released.
+ *
+ * The epoch is bumped at each caps change, flush and stream start; results
+ * of an earlier epoch are never attached, so none cross those boundaries. */
 
 GST_DEBUG_CATEGORY_STATIC (gst_mask_rcnn_debug);
 #define GST_CAT_DEFAULT gst_mask_rcnn_debug
@@ -50,6 +78,9 @@ enum
   PROP_LABELS,
   PROP_SOFT_MASKS,
   PROP_ROI_META,
+  PROP_MODE,
+  PROP_QOS,
+  PROP_LATENCY,
 };
 
 #define DEFAULT_BACKEND MRCNN_BACKEND_AUTO
@@ -59,6 +90,12 @@ enum
 #define DEFAULT_INTERVAL 0
 #define DEFAULT_SOFT_MASKS FALSE
 #define DEFAULT_ROI_META TRUE
+#define DEFAULT_MODE GST_MASK_RCNN_MODE_AUTO
+#define DEFAULT_QOS FALSE
+
+/* Frames over which the longest processing time is kept before the
+ * reported latency may come down again. */
+#define LATENCY_WINDOW 150
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
     GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS (VIDEO_CAPS));
@@ -101,6 +138,29 @@ gst_mask_rcnn_precision_get_type (void)
   return type;
 }
 
+#define GST_TYPE_MASK_RCNN_MODE (gst_mask_rcnn_mode_get_type ())
+static GType
+gst_mask_rcnn_mode_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    { GST_MASK_RCNN_MODE_AUTO, "live when the source is live (a camera, "
+          "a network stream), else every-frame", "auto" },
+    { GST_MASK_RCNN_MODE_EVERY_FRAME, "every frame analysed (but those "
+          "interval skips); the stream waits for the model", "every-frame" },
+    { GST_MASK_RCNN_MODE_LIVE, "the stream never waits: frames leave at "
+          "once with the newest finished results (repeated, with their age); "
+          "the next free frame is analysed on the element's thread",
+        "live" },
+    { 0, NULL, NULL },
+  };
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstMaskRcnnMode", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
 #define gst_mask_rcnn_parent_class parent_class
 G_DEFINE_TYPE (GstMaskRcnn, gst_mask_rcnn, GST_TYPE_BASE_TRANSFORM);
 GST_ELEMENT_REGISTER_DEFINE_WITH_CODE (maskrcnn, "maskrcnn", GST_RANK_NONE,
@@ -127,11 +187,274 @@ default_model_path (void)
   return path;
 }
 
-static gboolean
-element_is_running (GstMaskRcnn *self)
+/* ---- the model: loaded at start, or in the background while playing ---- */
+
+struct _GstMaskRcnnAnalyzer {
+  MrcnnModel *model;
+  MrcnnEngine *engine;
+  gchar **class_names; /* labels file, or the model's names */
+  int num_classes;
+};
+
+static void
+analyzer_clear (gpointer data)
 {
-  return GST_STATE (self) >= GST_STATE_PAUSED
-      || GST_STATE_PENDING (self) >= GST_STATE_PAUSED;
+  GstMaskRcnnAnalyzer *a = data;
+  mrcnn_engine_free (a->engine);
+  mrcnn_model_free (a->model);
+  g_strfreev (a->class_names);
+}
+
+static GstMaskRcnnAnalyzer *
+analyzer_ref (GstMaskRcnnAnalyzer *a)
+{
+  return a ? g_atomic_rc_box_acquire (a) : NULL;
+}
+
+static void
+analyzer_unref (GstMaskRcnnAnalyzer *a)
+{
+  if (a)
+    g_atomic_rc_box_release_full (a, analyzer_clear);
+}
+
+/* The properties a model is loaded with. */
+typedef struct {
+  gchar *model_path, *config_path, *labels_path, *classes;
+  MrcnnOptions options;
+} LoadSettings;
+
+static void
+load_settings_take (GstMaskRcnn *self, LoadSettings *s)
+{
+  GST_OBJECT_LOCK (self);
+  s->model_path = g_strdup (self->model_path);
+  s->config_path = g_strdup (self->config_path);
+  s->labels_path = g_strdup (self->labels_path);
+  s->classes = g_strdup (self->classes);
+  mrcnn_options_init (&s->options);
+  s->options.backend = self->backend;
+  s->options.device_id = self->device_id;
+  s->options.precision = self->precision;
+  s->options.score_threshold = self->score_threshold;
+  s->options.nms_threshold = self->nms_threshold;
+  s->options.max_detections = self->max_detections;
+  s->options.mask_threshold = self->mask_threshold;
+  self->thresholds_changed = self->classes_changed = FALSE;
+  GST_OBJECT_UNLOCK (self);
+}
+
+static void
+load_settings_clear (LoadSettings *s)
+{
+  g_free (s->model_path);
+  g_free (s->config_path);
+  g_free (s->labels_path);
+  g_free (s->classes);
+}
+
+/* Class names from the labels file: one per line, either one per class of
+ * the model or one per class without the background (class 0). */
+static gchar **
+read_labels (const gchar *path, int num_classes, GError **error)
+{
+  gchar *text;
+  if (!g_file_get_contents (path, &text, NULL, error))
+    return NULL;
+  gchar **lines = g_strsplit (text, "\n", -1);
+  g_free (text);
+  int n = g_strv_length (lines);
+  while (n > 0 && *g_strstrip (lines[n - 1]) == '\0') {
+    g_free (lines[n - 1]);
+    lines[--n] = NULL;
+  }
+  if (n != num_classes && n != num_classes - 1) {
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+        "%s has %d labels; the model has %d classes, so it needs %d lines "
+        "(%d without the background)", path, n, num_classes, num_classes,
+        num_classes - 1);
+    g_strfreev (lines);
+    return NULL;
+  }
+  gchar **names = g_new0 (gchar *, num_classes + 1);
+  int offset = num_classes - n;
+  names[0] = g_strdup (offset ? "background" : g_strstrip (lines[0]));
+  for (int i = offset; i < num_classes; i++)
+    names[i] = g_strdup (g_strstrip (lines[i - offset]));
+  g_strfreev (lines);
+  return names;
+}
+
+/* The engine's class filter from the `classes` property (empty: none). */
+static gboolean
+apply_classes (GstMaskRcnnAnalyzer *a, const gchar *classes, GError **error)
+{
+  int n = a->num_classes;
+  gboolean *keep = g_new0 (gboolean, n);
+  gchar **wanted = g_strsplit (classes ? classes : "", ",", -1);
+  gboolean any = FALSE, ok = TRUE;
+  for (gchar **w = wanted; *w && ok; w++) {
+    const gchar *name = g_strstrip (*w);
+    if (!*name)
+      continue;
+    int id = 1;
+    while (id < n && strcmp (a->class_names[id], name) != 0)
+      id++;
+    if (id == n) {
+      GString *all = g_string_new (NULL);
+      for (int i = 1; i < n; i++)
+        g_string_append_printf (all, "%s%s", i > 1 ? ", " : "",
+            a->class_names[i]);
+      g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+          "classes: \"%s\" is not a class of this model (its classes: %s)",
+          name, all->str);
+      g_string_free (all, TRUE);
+      ok = FALSE;
+    } else {
+      keep[id] = any = TRUE;
+    }
+  }
+  g_strfreev (wanted);
+  if (ok)
+    mrcnn_engine_set_class_filter (a->engine, any ? keep : NULL);
+  g_free (keep);
+  return ok;
+}
+
+/* Loads the model, labels and engine the settings name.  On failure the
+ * error's message is the whole sentence for the user and *code the
+ * GstResourceError it is. */
+static GstMaskRcnnAnalyzer *
+analyzer_load (const LoadSettings *s, GstResourceError *code, GError **error)
+{
+  GError *cause = NULL;
+  if (!s->model_path || !*s->model_path) {
+    *code = GST_RESOURCE_ERROR_NOT_FOUND;
+    g_set_error_literal (error, GST_RESOURCE_ERROR, *code,
+        "No model given: set the \"model\" property to a .safetensors "
+        "(torchvision) or .h5 (matterport) weights file, or "
+        "GST_MASKRCNN_MODEL to its path.");
+    return NULL;
+  }
+  GstMaskRcnnAnalyzer *a = g_atomic_rc_box_new0 (GstMaskRcnnAnalyzer);
+  const char *what = NULL;
+  *code = GST_RESOURCE_ERROR_OPEN_READ;
+  a->model = mrcnn_model_load_with_config (s->model_path, s->config_path,
+      &cause);
+  if (!a->model) {
+    what = "Could not load the Mask R-CNN model";
+    goto failed;
+  }
+  a->num_classes = mrcnn_model_num_classes (a->model);
+  if (s->labels_path && *s->labels_path) {
+    a->class_names = read_labels (s->labels_path, a->num_classes, &cause);
+    if (!a->class_names) {
+      what = "Could not read the labels file";
+      goto failed;
+    }
+  } else {
+    a->class_names = g_new0 (gchar *, a->num_classes + 1);
+    for (int i = 0; i < a->num_classes; i++)
+      a->class_names[i] = g_strdup (mrcnn_model_class_name (a->model, i));
+  }
+  *code = GST_RESOURCE_ERROR_SETTINGS;
+  a->engine = mrcnn_engine_new (a->model, &s->options, &cause);
+  if (!a->engine) {
+    what = "Could not start the Mask R-CNN engine";
+    goto failed;
+  }
+  if (!apply_classes (a, s->classes, &cause))
+    goto failed;
+  return a;
+
+failed:
+  if (what)
+    g_set_error (error, GST_RESOURCE_ERROR, *code, "%s: %s", what,
+        cause->message);
+  else
+    g_propagate_error (error, g_steal_pointer (&cause));
+  g_clear_error (&cause);
+  analyzer_unref (a);
+  return NULL;
+}
+
+static void
+post_load_failure (GstMaskRcnn *self, GstMessageType type,
+    GstResourceError code, const GError *error, const LoadSettings *s,
+    const gchar *prefix)
+{
+  gchar *debug = g_strdup_printf ("model=%s config=%s labels=%s backend=%d "
+      "device-id=%d precision=%d", GST_STR_NULL (s->model_path),
+      GST_STR_NULL (s->config_path), GST_STR_NULL (s->labels_path),
+      s->options.backend, s->options.device_id, s->options.precision);
+  gst_element_message_full (GST_ELEMENT (self), type, GST_RESOURCE_ERROR,
+      code, g_strconcat (prefix, error->message, NULL), debug, __FILE__,
+      GST_FUNCTION, __LINE__);
+}
+
+/* Loads the model set while playing; the worker takes it between frames.
+ * A model that fails to load leaves the running one in place. */
+static gpointer
+loader_thread (gpointer data)
+{
+  GstMaskRcnn *self = data;
+
+  g_mutex_lock (&self->lock);
+  while (self->reload_wanted && !self->quit) {
+    self->reload_wanted = FALSE;
+    g_mutex_unlock (&self->lock);
+
+    LoadSettings s;
+    load_settings_take (self, &s);
+    GError *error = NULL;
+    GstResourceError code;
+    GstMaskRcnnAnalyzer *a = analyzer_load (&s, &code, &error);
+    if (a)
+      GST_INFO_OBJECT (self, "loaded %s on the %s backend; it replaces the "
+          "running model at the next frame", s.model_path,
+          mrcnn_engine_backend_name (a->engine));
+    else
+      post_load_failure (self, GST_MESSAGE_WARNING, code, error, &s,
+          "The new settings were not applied, the running model goes on: ");
+    g_clear_error (&error);
+    load_settings_clear (&s);
+
+    g_mutex_lock (&self->lock);
+    if (a) {
+      GstMaskRcnnAnalyzer *unused = self->next;
+      self->next = a;
+      g_cond_broadcast (&self->cond);
+      if (unused) {
+        g_mutex_unlock (&self->lock);
+        analyzer_unref (unused);
+        g_mutex_lock (&self->lock);
+      }
+    }
+  }
+  self->loading = FALSE;
+  g_mutex_unlock (&self->lock);
+  return NULL;
+}
+
+/* A model property changed: while running, load the new settings in the
+ * background (start() loads them otherwise). */
+static void
+request_reload (GstMaskRcnn *self)
+{
+  GThread *finished = NULL;
+
+  g_mutex_lock (&self->lock);
+  if (self->worker && !self->quit) {
+    self->reload_wanted = TRUE;
+    if (!self->loading) {
+      finished = self->loader;
+      self->loading = TRUE;
+      self->loader = g_thread_new ("maskrcnn-load", loader_thread, self);
+    }
+  }
+  g_mutex_unlock (&self->lock);
+  if (finished)
+    g_thread_join (finished);
 }
 
 static void
@@ -139,43 +462,36 @@ gst_mask_rcnn_set_property (GObject *object, guint prop_id,
     const GValue *value, GParamSpec *pspec)
 {
   GstMaskRcnn *self = GST_MASK_RCNN (object);
+  gboolean reload = FALSE;
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_MODEL:
-    case PROP_CONFIG:
-    case PROP_LABELS:
-    case PROP_BACKEND:
-    case PROP_DEVICE_ID:
-    case PROP_PRECISION:
-      if (element_is_running (self))
-        GST_WARNING_OBJECT (self, "%s changed while running: it takes effect "
-            "at the next start (READY to PAUSED)", pspec->name);
-      break;
-    default:
-      break;
-  }
-  switch (prop_id) {
-    case PROP_MODEL:
       g_free (self->model_path);
       self->model_path = g_value_dup_string (value);
+      reload = TRUE;
       break;
     case PROP_CONFIG:
       g_free (self->config_path);
       self->config_path = g_value_dup_string (value);
+      reload = TRUE;
       break;
     case PROP_LABELS:
       g_free (self->labels_path);
       self->labels_path = g_value_dup_string (value);
+      reload = TRUE;
       break;
     case PROP_BACKEND:
       self->backend = g_value_get_enum (value);
+      reload = TRUE;
       break;
     case PROP_DEVICE_ID:
       self->device_id = g_value_get_int (value);
+      reload = TRUE;
       break;
     case PROP_PRECISION:
       self->precision = g_value_get_enum (value);
+      reload = TRUE;
       break;
     case PROP_SCORE_THRESHOLD:
       self->score_threshold = g_value_get_float (value);
@@ -207,11 +523,19 @@ gst_mask_rcnn_set_property (GObject *object, guint prop_id,
     case PROP_ROI_META:
       self->roi_meta = g_value_get_boolean (value);
       break;
+    case PROP_MODE:
+      self->mode = g_value_get_enum (value);
+      break;
+    case PROP_QOS:
+      self->qos = g_value_get_boolean (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
   }
   GST_OBJECT_UNLOCK (self);
+  if (reload)
+    request_reload (self);
 }
 
 static void
@@ -264,6 +588,15 @@ gst_mask_rcnn_get_property (GObject *object, guint prop_id, GValue *value,
     case PROP_ROI_META:
       g_value_set_boolean (value, self->roi_meta);
       break;
+    case PROP_MODE:
+      g_value_set_enum (value, self->mode);
+      break;
+    case PROP_QOS:
+      g_value_set_boolean (value, self->qos);
+      break;
+    case PROP_LATENCY:
+      g_value_set_uint64 (value, self->latency);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -271,171 +604,170 @@ gst_mask_rcnn_get_property (GObject *object, guint prop_id, GValue *value,
   GST_OBJECT_UNLOCK (self);
 }
 
-/* Class names from the labels file: one per line, either one per class of
- * the model or one per class without the background (class 0). */
-static gchar **
-read_labels (const gchar *path, int num_classes, GError **error)
+/* ---- the worker --------------------------------------------------------- */
+
+/* Thresholds and classes changed while playing, or all of them for a model
+ * just swapped in. */
+static void
+apply_live_settings (GstMaskRcnn *self, gboolean all)
 {
-  gchar *text;
-  if (!g_file_get_contents (path, &text, NULL, error))
-    return NULL;
-  gchar **lines = g_strsplit (text, "\n", -1);
-  g_free (text);
-  int n = g_strv_length (lines);
-  while (n > 0 && *g_strstrip (lines[n - 1]) == '\0') {
-    g_free (lines[n - 1]);
-    lines[--n] = NULL;
+  GST_OBJECT_LOCK (self);
+  gboolean thresholds = self->thresholds_changed || all;
+  gboolean classes_changed = self->classes_changed || all;
+  float score = self->score_threshold, nms = self->nms_threshold;
+  float mask = self->mask_threshold;
+  int max_det = self->max_detections;
+  gchar *classes = g_strdup (self->classes);
+  self->thresholds_changed = self->classes_changed = FALSE;
+  GST_OBJECT_UNLOCK (self);
+
+  GError *error = NULL;
+  if (thresholds && !mrcnn_engine_set_thresholds (self->analyzer->engine,
+          score, nms, max_det, mask, &error)) {
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("Thresholds not changed: %s", error->message), (NULL));
+    g_clear_error (&error);
   }
-  if (n != num_classes && n != num_classes - 1) {
-    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-        "%s has %d labels; the model has %d classes, so it needs %d lines "
-        "(%d without the background)", path, n, num_classes, num_classes,
-        num_classes - 1);
-    g_strfreev (lines);
-    return NULL;
+  if (classes_changed && !apply_classes (self->analyzer, classes, &error)) {
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("Class filter not changed: %s", error->message), (NULL));
+    g_clear_error (&error);
   }
-  gchar **names = g_new0 (gchar *, num_classes + 1);
-  int offset = num_classes - n;
-  names[0] = g_strdup (offset ? "background" : g_strstrip (lines[0]));
-  for (int i = offset; i < num_classes; i++)
-    names[i] = g_strdup (g_strstrip (lines[i - offset]));
-  g_strfreev (lines);
-  return names;
+  g_free (classes);
 }
 
-/* The class filter of the `classes` property: NULL keeps all. */
-static gboolean
-resolve_classes (GstMaskRcnn *self, const gchar *classes, gboolean **keep,
-    GError **error)
+/* Runs the engine on each frame handed over, one at a time, and publishes
+ * the results as self->latest; swaps in a model loaded in the background
+ * between frames. */
+static gpointer
+worker_thread (gpointer data)
 {
-  int n = mrcnn_model_num_classes (self->model);
-  gboolean *k = g_new0 (gboolean, n);
-  gchar **wanted = g_strsplit (classes ? classes : "", ",", -1);
-  gboolean any = FALSE, ok = TRUE;
-  for (gchar **w = wanted; *w && ok; w++) {
-    const gchar *name = g_strstrip (*w);
-    if (!*name)
+  GstMaskRcnn *self = data;
+
+  g_mutex_lock (&self->lock);
+  for (;;) {
+    while (!self->quit && self->job_state != GST_MASK_RCNN_JOB_READY
+        && !self->next)
+      g_cond_wait (&self->cond, &self->lock);
+    if (self->quit)
+      break;
+    GstMaskRcnnAnalyzer *retired = NULL;
+    gboolean swapped = self->next != NULL;
+    if (swapped) {
+      retired = self->analyzer;
+      self->analyzer = g_steal_pointer (&self->next);
+    }
+    gboolean have_job = self->job_state == GST_MASK_RCNN_JOB_READY;
+    GstMaskRcnnJob job = self->job;
+    if (have_job) {
+      self->job.rgb = NULL; /* the worker's reference now */
+      self->job_state = GST_MASK_RCNN_JOB_RUNNING;
+    }
+    g_mutex_unlock (&self->lock);
+
+    analyzer_unref (retired);
+    GError *error = NULL;
+    gboolean ok = TRUE;
+    GstClockTime took = 0;
+    if (have_job || swapped)
+      apply_live_settings (self, swapped);
+    if (have_job) {
+      gint64 begin = g_get_monotonic_time ();
+      ok = mrcnn_engine_detect (self->analyzer->engine, &job.image,
+          &self->work_result, &error);
+      took = (g_get_monotonic_time () - begin) * GST_USECOND;
+      gst_clear_buffer (&job.rgb);
+    }
+
+    g_mutex_lock (&self->lock);
+    if (!have_job)
       continue;
-    int id = 1;
-    while (id < n && strcmp (self->class_names[id], name) != 0)
-      id++;
-    if (id == n) {
-      GString *all = g_string_new (NULL);
-      for (int i = 1; i < n; i++)
-        g_string_append_printf (all, "%s%s", i > 1 ? ", " : "",
-            self->class_names[i]);
-      g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-          "classes: \"%s\" is not a class of this model (its classes: %s)",
-          name, all->str);
-      g_string_free (all, TRUE);
-      ok = FALSE;
-    } else {
-      k[id] = any = TRUE;
+    if (ok && job.epoch == self->epoch) {
+      MrcnnResult done = self->work_result;
+      self->work_result = self->latest.result;
+      self->latest.result = done;
+      GstMaskRcnnAnalyzer *previous = self->latest.analyzer;
+      self->latest.analyzer = analyzer_ref (self->analyzer);
+      self->latest.valid = TRUE;
+      self->latest.epoch = job.epoch;
+      self->latest.frame_number = job.frame_number;
+      self->latest.pts = job.pts;
+      self->latest.inference_time = took;
+      /* the one who made the older results is not freed here: the
+       * streaming thread may be reading its names under the lock only */
+      analyzer_unref (previous);
+    }
+    self->failed |= !ok;
+    self->job_state = GST_MASK_RCNN_JOB_NONE;
+    self->jobs_done++;
+    g_cond_broadcast (&self->cond);
+    if (!ok) {
+      g_mutex_unlock (&self->lock);
+      GST_ELEMENT_ERROR (self, STREAM, FAILED,
+          ("Mask R-CNN failed on a frame: %s", error->message), (NULL));
+      g_clear_error (&error);
+      g_mutex_lock (&self->lock);
     }
   }
-  g_strfreev (wanted);
-  if (!ok || !any) {
-    g_free (k);
-    k = NULL;
-  }
-  *keep = k;
-  return ok;
+  g_mutex_unlock (&self->lock);
+  return NULL;
 }
 
-static void
-clear_stream_state (GstMaskRcnn *self)
-{
-  mrcnn_engine_free (self->engine);
-  self->engine = NULL;
-  mrcnn_model_free (self->model);
-  self->model = NULL;
-  g_strfreev (self->class_names);
-  self->class_names = NULL;
-  g_clear_pointer (&self->keep_class, g_free);
-  mrcnn_result_clear (&self->result);
-  self->have_result = FALSE;
-}
+/* ---- start and stop ------------------------------------------------------ */
 
 static gboolean
 gst_mask_rcnn_start (GstBaseTransform *trans)
 {
   GstMaskRcnn *self = GST_MASK_RCNN (trans);
+  LoadSettings s;
   GError *error = NULL;
+  GstResourceError code;
+
+  load_settings_take (self, &s);
+  GstMaskRcnnAnalyzer *a = analyzer_load (&s, &code, &error);
+  if (!a) {
+    post_load_failure (self, GST_MESSAGE_ERROR, code, error, &s, "");
+    g_clear_error (&error);
+    load_settings_clear (&s);
+    return FALSE;
+  }
+  GST_INFO_OBJECT (self, "loaded %s on the %s backend", s.model_path,
+      mrcnn_engine_backend_name (a->engine));
+  load_settings_clear (&s);
 
   GST_OBJECT_LOCK (self);
-  gchar *model_path = g_strdup (self->model_path);
-  gchar *config_path = g_strdup (self->config_path);
-  gchar *labels_path = g_strdup (self->labels_path);
-  gchar *classes = g_strdup (self->classes);
-  MrcnnOptions options;
-  mrcnn_options_init (&options);
-  options.backend = self->backend;
-  options.device_id = self->device_id;
-  options.precision = self->precision;
-  options.score_threshold = self->score_threshold;
-  options.nms_threshold = self->nms_threshold;
-  options.max_detections = self->max_detections;
-  options.mask_threshold = self->mask_threshold;
-  self->thresholds_changed = self->classes_changed = FALSE;
+  self->earliest_time = GST_CLOCK_TIME_NONE;
+  self->latency = 0;
   GST_OBJECT_UNLOCK (self);
+  self->analyzer = a;
+  self->frame_count = self->analysed = self->skipped_late = 0;
+  self->skip_left = 0;
+  self->stream_started = FALSE;
+  self->window_max = 0;
+  self->window_frames = 0;
+  g_mutex_lock (&self->lock);
+  self->quit = self->failed = self->reload_wanted = FALSE;
+  self->job_state = GST_MASK_RCNN_JOB_NONE;
+  self->jobs_submitted = self->jobs_done = 0;
+  self->epoch++;
+  self->worker = g_thread_new ("maskrcnn-worker", worker_thread, self);
+  g_mutex_unlock (&self->lock);
+  return TRUE;
+}
 
-  gboolean ok = FALSE;
-  if (!model_path || !*model_path) {
-    GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
-        ("No model given: set the \"model\" property to a .safetensors "
-            "(torchvision) or .h5 (matterport) weights file, or "
-            "GST_MASKRCNN_MODEL to its path."), (NULL));
-    goto done;
-  }
-  self->model = mrcnn_model_load_with_config (model_path, config_path,
-      &error);
-  if (!self->model) {
-    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
-        ("Could not load the Mask R-CNN model: %s", error->message),
-        ("model=%s config=%s", model_path, GST_STR_NULL (config_path)));
-    goto done;
-  }
-  int n = mrcnn_model_num_classes (self->model);
-  if (labels_path && *labels_path) {
-    self->class_names = read_labels (labels_path, n, &error);
-    if (!self->class_names) {
-      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
-          ("Could not read the labels file: %s", error->message), (NULL));
-      goto done;
-    }
-  } else {
-    self->class_names = g_new0 (gchar *, n + 1);
-    for (int i = 0; i < n; i++)
-      self->class_names[i] = g_strdup (mrcnn_model_class_name (self->model,
-              i));
-  }
-  if (!resolve_classes (self, classes, &self->keep_class, &error)) {
-    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", error->message),
-        (NULL));
-    goto done;
-  }
-  self->engine = mrcnn_engine_new (self->model, &options, &error);
-  if (!self->engine) {
-    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
-        ("Could not start the Mask R-CNN engine: %s", error->message),
-        ("backend=%d device-id=%d precision=%d", options.backend,
-            options.device_id, options.precision));
-    goto done;
-  }
-  GST_INFO_OBJECT (self, "loaded %s on the %s backend", model_path,
-      mrcnn_engine_backend_name (self->engine));
-  self->frames_to_skip = 0;
-  ok = TRUE;
-
-done:
-  if (!ok)
-    clear_stream_state (self);
-  g_clear_error (&error);
-  g_free (model_path);
-  g_free (config_path);
-  g_free (labels_path);
-  g_free (classes);
-  return ok;
+/* Frees the per-stream state; the threads have ended. */
+static void
+clear_stream_state (GstMaskRcnn *self)
+{
+  g_clear_pointer (&self->next, analyzer_unref);
+  g_clear_pointer (&self->analyzer, analyzer_unref);
+  g_clear_pointer (&self->latest.analyzer, analyzer_unref);
+  self->latest.valid = FALSE;
+  mrcnn_result_clear (&self->latest.result);
+  mrcnn_result_clear (&self->work_result);
+  gst_clear_buffer (&self->job.rgb);
+  g_clear_pointer (&self->converter, gst_video_converter_free);
+  gst_clear_buffer (&self->rgb_buffer);
 }
 
 static gboolean
@@ -443,10 +775,37 @@ gst_mask_rcnn_stop (GstBaseTransform *trans)
 {
   GstMaskRcnn *self = GST_MASK_RCNN (trans);
 
+  g_mutex_lock (&self->lock);
+  self->quit = TRUE;
+  g_cond_broadcast (&self->cond);
+  GThread *worker = g_steal_pointer (&self->worker);
+  GThread *loader = g_steal_pointer (&self->loader);
+  g_mutex_unlock (&self->lock);
+  /* a frame being analysed or a model being loaded is finished first */
+  if (worker)
+    g_thread_join (worker);
+  if (loader)
+    g_thread_join (loader);
   clear_stream_state (self);
-  g_clear_pointer (&self->converter, gst_video_converter_free);
-  gst_clear_buffer (&self->rgb_buffer);
   return TRUE;
+}
+
+/* ---- the stream ---------------------------------------------------------- */
+
+/* Results stop applying: a new epoch.  restart: a new stream (or a flush),
+ * whose frames count from 0 again. */
+static void
+begin_epoch (GstMaskRcnn *self, gboolean restart)
+{
+  g_mutex_lock (&self->lock);
+  self->epoch++;
+  self->latest.valid = FALSE;
+  g_mutex_unlock (&self->lock);
+  self->skip_left = 0;
+  if (restart) {
+    self->frame_count = 0;
+    self->stream_started = FALSE;
+  }
 }
 
 static gboolean
@@ -460,33 +819,35 @@ gst_mask_rcnn_set_caps (GstBaseTransform *trans, GstCaps *incaps,
         ("Invalid video caps: %" GST_PTR_FORMAT, incaps), (NULL));
     return FALSE;
   }
+  begin_epoch (self, FALSE);
   g_clear_pointer (&self->converter, gst_video_converter_free);
+  /* the worker may still read the previous one: it holds a reference */
   gst_clear_buffer (&self->rgb_buffer);
-  if (GST_VIDEO_INFO_FORMAT (&self->info) != GST_VIDEO_FORMAT_RGB) {
-    int w = GST_VIDEO_INFO_WIDTH (&self->info);
-    int h = GST_VIDEO_INFO_HEIGHT (&self->info);
-    gst_video_info_set_format (&self->rgb_info, GST_VIDEO_FORMAT_RGB, w, h);
-    /* the converter wants both sides to agree on everything but format */
-    self->rgb_info.fps_n = self->info.fps_n;
-    self->rgb_info.fps_d = self->info.fps_d;
-    self->rgb_info.par_n = self->info.par_n;
-    self->rgb_info.par_d = self->info.par_d;
-    self->rgb_info.interlace_mode = self->info.interlace_mode;
+  int w = GST_VIDEO_INFO_WIDTH (&self->info);
+  int h = GST_VIDEO_INFO_HEIGHT (&self->info);
+  gst_video_info_set_format (&self->rgb_info, GST_VIDEO_FORMAT_RGB, w, h);
+  /* the converter wants both sides to agree on everything but format */
+  self->rgb_info.fps_n = self->info.fps_n;
+  self->rgb_info.fps_d = self->info.fps_d;
+  self->rgb_info.par_n = self->info.par_n;
+  self->rgb_info.par_d = self->info.par_d;
+  self->rgb_info.interlace_mode = self->info.interlace_mode;
+  if (GST_VIDEO_INFO_FORMAT (&self->info) != GST_VIDEO_FORMAT_RGB)
     self->converter = gst_video_converter_new (&self->info, &self->rgb_info,
         gst_structure_new ("options", GST_VIDEO_CONVERTER_OPT_THREADS,
             G_TYPE_UINT, 1, NULL));
-    self->rgb_buffer = gst_buffer_new_allocate (NULL,
-        GST_VIDEO_INFO_SIZE (&self->rgb_info), NULL);
-    if (!self->converter || !self->rgb_buffer) {
-      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
-          ("Cannot convert %s frames to RGB",
-              gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (&self->info))),
-          (NULL));
-      return FALSE;
-    }
+  self->rgb_buffer = gst_buffer_new_allocate (NULL,
+      GST_VIDEO_INFO_SIZE (&self->rgb_info), NULL);
+  if ((GST_VIDEO_INFO_FORMAT (&self->info) != GST_VIDEO_FORMAT_RGB
+          && !self->converter) || !self->rgb_buffer) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("Cannot convert %s frames to RGB",
+            gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (&self->info))),
+        (NULL));
+    return FALSE;
   }
-  GST_DEBUG_OBJECT (self, "analysing %dx%d %s", self->info.width,
-      self->info.height, gst_video_format_to_string (self->info.finfo->format));
+  GST_DEBUG_OBJECT (self, "analysing %dx%d %s", w, h,
+      gst_video_format_to_string (self->info.finfo->format));
   return TRUE;
 }
 
@@ -510,105 +871,242 @@ gst_mask_rcnn_accept_caps (GstBaseTransform *trans, GstPadDirection direction,
   return ok;
 }
 
-/* Applies property changes made while streaming. */
-static void
-update_live_settings (GstMaskRcnn *self)
+static gboolean
+gst_mask_rcnn_sink_event (GstBaseTransform *trans, GstEvent *event)
 {
-  GST_OBJECT_LOCK (self);
-  gboolean thresholds = self->thresholds_changed;
-  gboolean classes_changed = self->classes_changed;
-  float score = self->score_threshold, nms = self->nms_threshold;
-  float mask = self->mask_threshold;
-  int max_det = self->max_detections;
-  gchar *classes = classes_changed ? g_strdup (self->classes) : NULL;
-  self->thresholds_changed = self->classes_changed = FALSE;
-  GST_OBJECT_UNLOCK (self);
+  GstMaskRcnn *self = GST_MASK_RCNN (trans);
 
-  GError *error = NULL;
-  if (thresholds && !mrcnn_engine_set_thresholds (self->engine, score, nms,
-          max_det, mask, &error)) {
-    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
-        ("Thresholds not changed: %s", error->message), (NULL));
-    g_clear_error (&error);
+  switch (GST_EVENT_TYPE (event)) {
+    case GST_EVENT_FLUSH_STOP:
+      GST_OBJECT_LOCK (self);
+      self->earliest_time = GST_CLOCK_TIME_NONE;
+      GST_OBJECT_UNLOCK (self);
+      begin_epoch (self, TRUE);
+      break;
+    case GST_EVENT_STREAM_START:
+      begin_epoch (self, TRUE);
+      break;
+    default:
+      break;
   }
-  gboolean *keep;
-  if (classes_changed) {
-    if (resolve_classes (self, classes, &keep, &error)) {
-      g_free (self->keep_class);
-      self->keep_class = keep;
-    } else {
-      GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
-          ("Class filter not changed: %s", error->message), (NULL));
-      g_clear_error (&error);
-    }
-  }
-  g_free (classes);
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
 }
 
+/* QoS events from downstream: frames whose running time is before
+ * timestamp + jitter will be late; with `qos` they are not analysed. */
 static gboolean
-analyse (GstMaskRcnn *self, GstBuffer *buffer)
+gst_mask_rcnn_src_event (GstBaseTransform *trans, GstEvent *event)
 {
-  GstVideoFrame frame, rgb;
-  GError *error = NULL;
+  GstMaskRcnn *self = GST_MASK_RCNN (trans);
 
+  if (GST_EVENT_TYPE (event) == GST_EVENT_QOS) {
+    GstClockTimeDiff jitter;
+    GstClockTime timestamp;
+    gst_event_parse_qos (event, NULL, NULL, &jitter, &timestamp);
+    GST_OBJECT_LOCK (self);
+    if (jitter < 0 && (GstClockTime) - jitter > timestamp)
+      self->earliest_time = 0;
+    else
+      self->earliest_time = timestamp + jitter;
+    GST_OBJECT_UNLOCK (self);
+  }
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->src_event (trans, event);
+}
+
+/* LATENCY: upstream's, plus the longest time the element has held a frame
+ * lately (a live source only). */
+static gboolean
+gst_mask_rcnn_query (GstBaseTransform *trans, GstPadDirection direction,
+    GstQuery *query)
+{
+  GstMaskRcnn *self = GST_MASK_RCNN (trans);
+
+  if (direction != GST_PAD_SRC || GST_QUERY_TYPE (query) != GST_QUERY_LATENCY)
+    return GST_BASE_TRANSFORM_CLASS (parent_class)->query (trans, direction,
+        query);
+  if (!gst_pad_peer_query (GST_BASE_TRANSFORM_SINK_PAD (trans), query))
+    return FALSE;
+  gboolean live;
+  GstClockTime min, max;
+  gst_query_parse_latency (query, &live, &min, &max);
+  GST_OBJECT_LOCK (self);
+  self->upstream_live = live;
+  GstClockTime ours = self->latency;
+  GST_OBJECT_UNLOCK (self);
+  if (live) {
+    min += ours;
+    if (GST_CLOCK_TIME_IS_VALID (max))
+      max += ours;
+  }
+  GST_DEBUG_OBJECT (self, "latency: ours %" GST_TIME_FORMAT ", total min %"
+      GST_TIME_FORMAT " max %" GST_TIME_FORMAT, GST_TIME_ARGS (ours),
+      GST_TIME_ARGS (min), GST_TIME_ARGS (max));
+  gst_query_set_latency (query, live, min, max);
+  return TRUE;
+}
+
+/* Whether upstream is live, asked once per stream (the LATENCY query of the
+ * pipeline may come later, or never). */
+static gboolean
+upstream_is_live (GstMaskRcnn *self)
+{
+  if (!self->stream_started) {
+    GstQuery *query = gst_query_new_latency ();
+    if (gst_pad_peer_query (GST_BASE_TRANSFORM_SINK_PAD (self), query)) {
+      gboolean live;
+      gst_query_parse_latency (query, &live, NULL, NULL);
+      GST_OBJECT_LOCK (self);
+      self->upstream_live = live;
+      GST_OBJECT_UNLOCK (self);
+      GST_DEBUG_OBJECT (self, "upstream is %slive", live ? "" : "not ");
+    }
+    gst_query_unref (query);
+    self->stream_started = TRUE;
+  }
+  GST_OBJECT_LOCK (self);
+  gboolean live = self->upstream_live;
+  GST_OBJECT_UNLOCK (self);
+  return live;
+}
+
+/* With `qos`: the frame will reach the sink too late to be shown, so it is
+ * not analysed (a QoS message says so); it still goes on. */
+static gboolean
+skip_late_frame (GstMaskRcnn *self, GstBuffer *buffer, gboolean live)
+{
+  GstSegment *segment = &GST_BASE_TRANSFORM (self)->segment;
+  GST_OBJECT_LOCK (self);
+  gboolean qos = self->qos;
+  GstClockTime earliest = self->earliest_time;
+  GST_OBJECT_UNLOCK (self);
+  GstClockTime pts = GST_BUFFER_PTS (buffer);
+  if (!qos || !GST_CLOCK_TIME_IS_VALID (earliest)
+      || !GST_CLOCK_TIME_IS_VALID (pts) || segment->format != GST_FORMAT_TIME)
+    return FALSE;
+  GstClockTime running = gst_segment_to_running_time (segment,
+      GST_FORMAT_TIME, pts);
+  if (!GST_CLOCK_TIME_IS_VALID (running) || running > earliest)
+    return FALSE;
+  self->skipped_late++;
+  GST_LOG_OBJECT (self, "frame at %" GST_TIME_FORMAT " is late: not "
+      "analysed", GST_TIME_ARGS (pts));
+  GstMessage *msg = gst_message_new_qos (GST_OBJECT (self), live, running,
+      gst_segment_to_stream_time (segment, GST_FORMAT_TIME, pts), pts,
+      GST_BUFFER_DURATION (buffer));
+  gst_message_set_qos_values (msg, GST_CLOCK_DIFF (running, earliest), 1.0,
+      1000000);
+  gst_message_set_qos_stats (msg, GST_FORMAT_BUFFERS, self->analysed,
+      self->skipped_late);
+  gst_element_post_message (GST_ELEMENT (self), msg);
+  return TRUE;
+}
+
+typedef enum {
+  SUBMIT_OK,
+  SUBMIT_BUSY,
+  SUBMIT_FAILED,
+} SubmitResult;
+
+/* Hands the frame to the worker.  wait: until it is analysed (every-frame
+ * mode); else only when the worker is free (live mode), on a copy. */
+static SubmitResult
+submit_frame (GstMaskRcnn *self, GstBuffer *buffer, guint64 frame_number,
+    gboolean wait)
+{
+  g_mutex_lock (&self->lock);
+  while (wait && self->job_state != GST_MASK_RCNN_JOB_NONE && !self->failed)
+    g_cond_wait (&self->cond, &self->lock);
+  SubmitResult state = self->failed ? SUBMIT_FAILED
+      : self->job_state != GST_MASK_RCNN_JOB_NONE ? SUBMIT_BUSY : SUBMIT_OK;
+  g_mutex_unlock (&self->lock);
+  if (state != SUBMIT_OK)
+    return state;
+
+  GstVideoFrame frame, rgb;
   if (!gst_video_frame_map (&frame, &self->info, buffer, GST_MAP_READ)) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot read the frame"),
         (NULL));
-    return FALSE;
+    return SUBMIT_FAILED;
   }
+  /* a copy unless the stream waits for an RGB frame */
+  gboolean copy = self->converter || !wait;
   GstVideoFrame *src = &frame;
-  if (self->converter) {
+  if (copy) {
     if (!gst_video_frame_map (&rgb, &self->rgb_info, self->rgb_buffer,
             GST_MAP_WRITE)) {
       gst_video_frame_unmap (&frame);
       GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot map the RGB frame"),
           (NULL));
-      return FALSE;
+      return SUBMIT_FAILED;
     }
-    gst_video_converter_frame (self->converter, &frame, &rgb);
+    if (self->converter)
+      gst_video_converter_frame (self->converter, &frame, &rgb);
+    else
+      gst_video_frame_copy (&rgb, &frame);
+    gst_video_frame_unmap (&frame);
     src = &rgb;
   }
-  MrcnnImage image = {
-    .data = GST_VIDEO_FRAME_PLANE_DATA (src, 0),
-    .width = GST_VIDEO_FRAME_WIDTH (src),
-    .height = GST_VIDEO_FRAME_HEIGHT (src),
-    .stride = GST_VIDEO_FRAME_PLANE_STRIDE (src, 0),
+
+  g_mutex_lock (&self->lock);
+  self->job = (GstMaskRcnnJob) {
+    .image = {
+      .data = GST_VIDEO_FRAME_PLANE_DATA (src, 0),
+      .width = GST_VIDEO_FRAME_WIDTH (src),
+      .height = GST_VIDEO_FRAME_HEIGHT (src),
+      .stride = GST_VIDEO_FRAME_PLANE_STRIDE (src, 0),
+    },
+    .rgb = copy ? gst_buffer_ref (self->rgb_buffer) : NULL,
+    .frame_number = frame_number,
+    .pts = GST_BUFFER_PTS (buffer),
+    .epoch = self->epoch,
   };
-  gint64 start = g_get_monotonic_time ();
-  gboolean ok = mrcnn_engine_detect (self->engine, &image, &self->result,
-      &error);
-  self->inference_time = (g_get_monotonic_time () - start) * GST_USECOND;
-  if (self->converter)
+  /* (the RGB buffer's memory stays put while the job holds it) */
+  if (copy)
     gst_video_frame_unmap (&rgb);
-  gst_video_frame_unmap (&frame);
-  if (!ok) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED,
-        ("Mask R-CNN failed on a frame: %s", error->message), (NULL));
-    g_clear_error (&error);
-    return FALSE;
-  }
-  self->have_result = TRUE;
-  return TRUE;
+  self->job_state = GST_MASK_RCNN_JOB_READY;
+  guint64 ticket = ++self->jobs_submitted;
+  g_cond_broadcast (&self->cond);
+  while (wait && self->jobs_done < ticket)
+    g_cond_wait (&self->cond, &self->lock);
+  gboolean failed = self->failed;
+  g_mutex_unlock (&self->lock);
+  if (!copy)
+    gst_video_frame_unmap (&frame);
+  return failed ? SUBMIT_FAILED : SUBMIT_OK;
 }
 
+/* The newest results of this epoch, if any, as meta on the buffer. */
 static void
-attach_results (GstMaskRcnn *self, GstBuffer *buffer, gboolean repeated)
+attach_results (GstMaskRcnn *self, GstBuffer *buffer, guint64 frame_number)
 {
   GST_OBJECT_LOCK (self);
   gboolean soft = self->soft_masks, roi_meta = self->roi_meta;
   GST_OBJECT_UNLOCK (self);
 
-  const MrcnnResult *r = &self->result;
+  g_mutex_lock (&self->lock);
+  if (!self->latest.valid || self->latest.epoch != self->epoch) {
+    g_mutex_unlock (&self->lock);
+    return;
+  }
+  const MrcnnResult *r = &self->latest.result;
+  gchar **class_names = self->latest.analyzer->class_names;
   GstMaskRcnnMeta *meta = gst_buffer_add_mask_rcnn_meta (buffer,
       r->image_width, r->image_height);
-  meta->repeated = repeated;
+  meta->repeated = self->latest.frame_number != frame_number;
   meta->soft_masks = soft;
-  meta->inference_time = self->inference_time;
+  meta->inference_time = self->latest.inference_time;
+  meta->frame_number = frame_number;
+  meta->result_frame_number = self->latest.frame_number;
+  meta->result_pts = self->latest.pts;
+  GstClockTime pts = GST_BUFFER_PTS (buffer);
+  if (!meta->repeated)
+    meta->result_age = 0;
+  else if (GST_CLOCK_TIME_IS_VALID (pts)
+      && GST_CLOCK_TIME_IS_VALID (self->latest.pts) && pts >= self->latest.pts)
+    meta->result_age = pts - self->latest.pts;
   for (int i = 0; i < r->n_detections; i++) {
     const MrcnnDetection *d = &r->detections[i];
-    if (self->keep_class && !self->keep_class[d->label_id])
-      continue;
-    const gchar *name = self->class_names[d->label_id];
+    const gchar *name = class_names[d->label_id];
     float w = d->box[2] - d->box[0], h = d->box[3] - d->box[1];
     GstMaskRcnnDetection *out = gst_mask_rcnn_meta_add_detection (meta,
         d->label_id, name, d->score, d->box[0], d->box[1], w, h, d->mask_x,
@@ -634,27 +1132,77 @@ attach_results (GstMaskRcnn *self, GstBuffer *buffer, gboolean repeated)
             "label_id", G_TYPE_INT, d->label_id,
             "label", G_TYPE_STRING, name, NULL));
   }
+  g_mutex_unlock (&self->lock);
+}
+
+/* The time this frame spent in the element raises the reported latency at
+ * once (with a quarter of headroom); it comes down when a whole window of
+ * frames needed less than half of it.  A LATENCY message asks the pipeline
+ * to query again. */
+static void
+update_latency (GstMaskRcnn *self, GstClockTime took)
+{
+  gboolean changed = FALSE;
+  self->window_max = MAX (self->window_max, took);
+  GST_OBJECT_LOCK (self);
+  if (took > self->latency) {
+    self->latency = took + took / 4;
+    changed = TRUE;
+  } else if (++self->window_frames >= LATENCY_WINDOW) {
+    GstClockTime enough = self->window_max + self->window_max / 4;
+    if (enough < self->latency / 2) {
+      self->latency = enough;
+      changed = TRUE;
+    }
+    self->window_max = 0;
+    self->window_frames = 0;
+  }
+  GstClockTime latency = self->latency;
+  GST_OBJECT_UNLOCK (self);
+  if (changed) {
+    GST_DEBUG_OBJECT (self, "latency now %" GST_TIME_FORMAT,
+        GST_TIME_ARGS (latency));
+    gst_element_post_message (GST_ELEMENT (self),
+        gst_message_new_latency (GST_OBJECT (self)));
+  }
 }
 
 static GstFlowReturn
 gst_mask_rcnn_transform_ip (GstBaseTransform *trans, GstBuffer *buffer)
 {
   GstMaskRcnn *self = GST_MASK_RCNN (trans);
+  gint64 begin = g_get_monotonic_time ();
 
-  update_live_settings (self);
+  gboolean upstream_live = upstream_is_live (self);
   GST_OBJECT_LOCK (self);
   guint interval = self->interval;
+  gboolean live = self->mode == GST_MASK_RCNN_MODE_LIVE
+      || (self->mode == GST_MASK_RCNN_MODE_AUTO && upstream_live);
   GST_OBJECT_UNLOCK (self);
+  guint64 frame_number = self->frame_count++;
 
-  gboolean repeated = self->have_result && self->frames_to_skip > 0;
-  if (repeated) {
-    self->frames_to_skip--;
-  } else {
-    if (!analyse (self, buffer))
-      return GST_FLOW_ERROR;
-    self->frames_to_skip = interval;
+  if (self->skip_left > 0) {
+    self->skip_left--;
+  } else if (!skip_late_frame (self, buffer, upstream_live)) {
+    switch (submit_frame (self, buffer, frame_number, !live)) {
+      case SUBMIT_OK:
+        self->analysed++;
+        self->skip_left = interval;
+        break;
+      case SUBMIT_BUSY: /* the next frame will be */
+        break;
+      case SUBMIT_FAILED:
+        return GST_FLOW_ERROR;
+    }
   }
-  attach_results (self, buffer, repeated);
+  g_mutex_lock (&self->lock);
+  gboolean failed = self->failed;
+  g_mutex_unlock (&self->lock);
+  if (failed)
+    return GST_FLOW_ERROR;
+  attach_results (self, buffer, frame_number);
+  if (upstream_live)
+    update_latency (self, (g_get_monotonic_time () - begin) * GST_USECOND);
   return GST_FLOW_OK;
 }
 
@@ -664,15 +1212,14 @@ gst_mask_rcnn_finalize (GObject *object)
   GstMaskRcnn *self = GST_MASK_RCNN (object);
 
   clear_stream_state (self);
-  g_clear_pointer (&self->converter, gst_video_converter_free);
-  gst_clear_buffer (&self->rgb_buffer);
+  g_mutex_clear (&self->lock);
+  g_cond_clear (&self->cond);
   g_free (self->model_path);
   g_free (self->config_path);
   g_free (self->labels_path);
   g_free (self->classes);
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
-
 static void
 gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
 {
@@ -681,7 +1228,6 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
   GstBaseTransformClass *trans_class = GST_BASE_TRANSFORM_CLASS (klass);
   const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS;
   const GParamFlags live = rw | GST_PARAM_MUTABLE_PLAYING;
-  const GParamFlags ready = rw | GST_PARAM_MUTABLE_READY;
 
   gobject_class->set_property = gst_mask_rcnn_set_property;
   gobject_class->get_property = gst_mask_rcnn_get_property;
@@ -690,31 +1236,34 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
   g_object_class_install_property (gobject_class, PROP_MODEL,
       g_param_spec_string ("model", "Model",
           "Weights file: torchvision maskrcnn_resnet50_fpn as .safetensors, "
-          "or matterport Keras .h5 such as mask_rcnn_coco.h5 (read at start; a change while running "
-          "applies at the next start).  Default: $GST_MASKRCNN_MODEL, else "
-          "the installed shapes demo model " MRCNN_DEFAULT_MODEL,
-          default_model_path (), ready));
+          "or matterport Keras .h5 such as mask_rcnn_coco.h5.  Set while "
+          "playing, the new model loads in the background while the old one "
+          "keeps running, then replaces it between frames (a model that "
+          "fails to load posts a WARNING and the old one goes on); the same "
+          "for config, labels, backend, device-id and precision.  Default: "
+          "$GST_MASKRCNN_MODEL, else the installed shapes demo model "
+          MRCNN_DEFAULT_MODEL, default_model_path (), live));
   g_object_class_install_property (gobject_class, PROP_CONFIG,
       g_param_spec_string ("config", "Config",
           "Optional sidecar (JSON or KEY = VALUE lines) overriding the "
           "model's constants: matterport Config names for .h5 models (e.g. "
           "IMAGE_MAX_DIM, DETECTION_MIN_CONFIDENCE, CLASS_NAMES), the "
-          "metadata keys for .safetensors", NULL, ready));
+          "metadata keys for .safetensors", NULL, live));
   g_object_class_install_property (gobject_class, PROP_LABELS,
       g_param_spec_string ("labels", "Labels",
           "Optional file of class names, one per line: one per class of "
           "the model, or one per class without the background", NULL,
-          ready));
+          live));
   g_object_class_install_property (gobject_class, PROP_BACKEND,
       g_param_spec_enum ("backend", "Backend", "Where the model runs",
-          GST_TYPE_MASK_RCNN_BACKEND, DEFAULT_BACKEND, ready));
+          GST_TYPE_MASK_RCNN_BACKEND, DEFAULT_BACKEND, live));
   g_object_class_install_property (gobject_class, PROP_DEVICE_ID,
       g_param_spec_int ("device-id", "Device ID",
-          "CUDA device index (CUDA backend)", 0, G_MAXINT, 0, ready));
+          "CUDA device index (CUDA backend)", 0, G_MAXINT, 0, live));
   g_object_class_install_property (gobject_class, PROP_PRECISION,
       g_param_spec_enum ("precision", "Precision",
           "Arithmetic precision of the network", GST_TYPE_MASK_RCNN_PRECISION,
-          DEFAULT_PRECISION, ready));
+          DEFAULT_PRECISION, live));
   g_object_class_install_property (gobject_class, PROP_SCORE_THRESHOLD,
       g_param_spec_float ("score-threshold", "Score threshold",
           "Minimum detection score (-1: the model's own)", -1, 1,
@@ -734,12 +1283,38 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
   g_object_class_install_property (gobject_class, PROP_CLASSES,
       g_param_spec_string ("classes", "Classes",
           "Comma-separated class names to keep, e.g. \"person,car\" (empty "
-          "keeps all)", NULL, live));
+          "keeps all); max-detections then keeps the best of these classes",
+          NULL, live));
   g_object_class_install_property (gobject_class, PROP_INTERVAL,
       g_param_spec_uint ("interval", "Interval",
           "Frames skipped after each analysed frame; skipped frames carry "
-          "the last results, marked as repeated", 0, G_MAXINT,
+          "the last results, marked as repeated.  The count restarts at a "
+          "new stream, a flush (seek) and a caps change", 0, G_MAXINT,
           DEFAULT_INTERVAL, live));
+  g_object_class_install_property (gobject_class, PROP_MODE,
+      g_param_spec_enum ("mode", "Mode",
+          "every-frame: each frame (but those interval skips) is analysed "
+          "before it goes on, so the stream runs at the model's pace (files)"
+          "; live: the stream never waits: frames go on at once with the "
+          "newest finished results, marked repeated with the frame they "
+          "were computed on and their age, while the element's thread "
+          "analyses the newest frame it is free for (cameras); auto: live "
+          "when the source is live", GST_TYPE_MASK_RCNN_MODE, DEFAULT_MODE,
+          live));
+  /* GstBaseTransform's qos drops late frames; this one keeps them */
+  g_object_class_install_property (gobject_class, PROP_QOS,
+      g_param_spec_boolean ("qos", "QoS",
+          "Handle QoS events from downstream: a frame that will reach the "
+          "sink too late to be shown is not analysed (a QoS message counts "
+          "it) but still goes on, with the last results marked repeated, "
+          "so the stream catches up; frames are never dropped",
+          DEFAULT_QOS, live));
+  g_object_class_install_property (gobject_class, PROP_LATENCY,
+      g_param_spec_uint64 ("latency", "Latency",
+          "Time the element adds to a live pipeline's latency (what it "
+          "answers the LATENCY query with): the longest time it has held a "
+          "frame lately, plus a quarter; in ns", 0, G_MAXUINT64, 0,
+          G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
   g_object_class_install_property (gobject_class, PROP_SOFT_MASKS,
       g_param_spec_boolean ("soft-masks", "Soft masks",
           "Masks hold probabilities 0..255 instead of 0/255",
@@ -762,11 +1337,15 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
   trans_class->set_caps = GST_DEBUG_FUNCPTR (gst_mask_rcnn_set_caps);
   trans_class->accept_caps = GST_DEBUG_FUNCPTR (gst_mask_rcnn_accept_caps);
   trans_class->transform_ip = GST_DEBUG_FUNCPTR (gst_mask_rcnn_transform_ip);
+  trans_class->sink_event = GST_DEBUG_FUNCPTR (gst_mask_rcnn_sink_event);
+  trans_class->src_event = GST_DEBUG_FUNCPTR (gst_mask_rcnn_src_event);
+  trans_class->query = GST_DEBUG_FUNCPTR (gst_mask_rcnn_query);
   trans_class->passthrough_on_same_caps = FALSE;
   trans_class->transform_ip_on_passthrough = FALSE;
 
   gst_type_mark_as_plugin_api (GST_TYPE_MASK_RCNN_BACKEND, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_MASK_RCNN_PRECISION, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_MASK_RCNN_MODE, 0);
 }
 
 static void
@@ -780,7 +1359,13 @@ gst_mask_rcnn_init (GstMaskRcnn *self)
   self->interval = DEFAULT_INTERVAL;
   self->soft_masks = DEFAULT_SOFT_MASKS;
   self->roi_meta = DEFAULT_ROI_META;
+  self->mode = DEFAULT_MODE;
+  self->qos = DEFAULT_QOS;
+  self->earliest_time = GST_CLOCK_TIME_NONE;
   self->model_path = g_strdup (default_model_path ());
-  mrcnn_result_init (&self->result);
+  g_mutex_init (&self->lock);
+  g_cond_init (&self->cond);
+  mrcnn_result_init (&self->latest.result);
+  mrcnn_result_init (&self->work_result);
   gst_base_transform_set_in_place (GST_BASE_TRANSFORM (self), TRUE);
 }

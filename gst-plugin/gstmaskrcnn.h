@@ -15,6 +15,31 @@ G_BEGIN_DECLS
 G_DECLARE_FINAL_TYPE (GstMaskRcnn, gst_mask_rcnn, GST, MASK_RCNN,
     GstBaseTransform)
 
+typedef enum {
+  GST_MASK_RCNN_MODE_AUTO,
+  GST_MASK_RCNN_MODE_EVERY_FRAME,
+  GST_MASK_RCNN_MODE_LIVE,
+} GstMaskRcnnMode;
+
+/* A loaded model, its engine and class names (gstmaskrcnn.c). */
+typedef struct _GstMaskRcnnAnalyzer GstMaskRcnnAnalyzer;
+
+/* What the worker is doing with the frame handed to it. */
+typedef enum {
+  GST_MASK_RCNN_JOB_NONE,    /* nothing: a frame may be handed over */
+  GST_MASK_RCNN_JOB_READY,   /* handed over, not taken yet */
+  GST_MASK_RCNN_JOB_RUNNING, /* being analysed */
+} GstMaskRcnnJobState;
+
+typedef struct {
+  MrcnnImage image;
+  GstBuffer *rgb;       /* holds image.data; NULL when it points into a
+                         * frame the streaming thread keeps mapped */
+  guint64 frame_number;
+  GstClockTime pts;
+  guint epoch;
+} GstMaskRcnnJob;
+
 struct _GstMaskRcnn {
   GstBaseTransform parent;
 
@@ -31,23 +56,50 @@ struct _GstMaskRcnn {
   guint interval;
   gboolean soft_masks;
   gboolean roi_meta;
+  GstMaskRcnnMode mode;
+  gboolean qos;
   gboolean thresholds_changed, classes_changed;
+  /* also under the object lock: QoS and latency */
+  GstClockTime earliest_time; /* running time; frames before it are late */
+  GstClockTime latency;       /* what the LATENCY query adds */
+  gboolean upstream_live;
 
-  /* between start() and stop() */
-  MrcnnModel *model;
-  MrcnnEngine *engine;
-  gchar **class_names;  /* labels file, or the model's names */
-  gboolean *keep_class; /* per class id; NULL keeps all */
-  MrcnnResult result;   /* of the last analysed frame */
-  GstClockTime inference_time;
-  gboolean have_result;
-  guint frames_to_skip;
+  /* shared by the streaming thread, the worker and the loader: under
+   * `lock`, see "Threads" in gstmaskrcnn.c */
+  GMutex lock;
+  GCond cond;
+  GThread *worker, *loader;
+  gboolean quit, loading, reload_wanted, failed;
+  GstMaskRcnnAnalyzer *next;   /* loaded in the background, not yet used */
+  GstMaskRcnnJobState job_state;
+  GstMaskRcnnJob job;
+  guint64 jobs_submitted, jobs_done;
+  guint epoch;
+  struct {
+    gboolean valid;
+    guint epoch;
+    MrcnnResult result;
+    GstMaskRcnnAnalyzer *analyzer; /* whose class names the result uses */
+    guint64 frame_number;
+    GstClockTime pts;
+    GstClockTime inference_time;
+  } latest;
 
-  /* per caps */
+  /* the worker's own while it runs (and start/stop's when it does not) */
+  GstMaskRcnnAnalyzer *analyzer;
+  MrcnnResult work_result;
+
+  /* the streaming thread's own */
+  guint64 frame_count;     /* frames of this stream */
+  guint skip_left;         /* frames `interval` still skips */
+  gboolean stream_started; /* upstream_live queried for this stream */
+  guint64 analysed, skipped_late;
+  GstClockTime window_max; /* longest frame of the latency window */
+  guint window_frames;
   GstVideoInfo info;
   GstVideoConverter *converter; /* NULL when the input is packed RGB */
   GstVideoInfo rgb_info;
-  GstBuffer *rgb_buffer;
+  GstBuffer *rgb_buffer;        /* the RGB frame handed to the worker */
 };
 
 GST_ELEMENT_REGISTER_DECLARE (maskrcnn);

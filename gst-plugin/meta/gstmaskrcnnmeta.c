@@ -15,6 +15,8 @@ meta_init (GstMeta *meta, gpointer params, GstBuffer *buffer)
   m->frame_width = m->frame_height = 0;
   m->repeated = m->soft_masks = FALSE;
   m->inference_time = GST_CLOCK_TIME_NONE;
+  m->frame_number = m->result_frame_number = 0;
+  m->result_pts = m->result_age = GST_CLOCK_TIME_NONE;
   m->n_detections = m->capacity = 0;
   m->detections = NULL;
   return TRUE;
@@ -41,6 +43,10 @@ add_empty_like (GstBuffer *buffer, const GstMaskRcnnMeta *src, guint width,
   m->repeated = src->repeated;
   m->soft_masks = src->soft_masks;
   m->inference_time = src->inference_time;
+  m->frame_number = src->frame_number;
+  m->result_frame_number = src->result_frame_number;
+  m->result_pts = src->result_pts;
+  m->result_age = src->result_age;
   return m;
 }
 

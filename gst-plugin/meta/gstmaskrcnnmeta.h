@@ -63,14 +63,26 @@ struct _GstMaskRcnnDetection {
  * @frame_width: width of the frame the coordinates refer to
  * @frame_height: height of the frame the coordinates refer to
  * @repeated: %TRUE when the model did not run on this frame and the
- *   results were carried over from the last analysed frame
+ *   results were computed on an earlier frame (@result_frame_number):
+ *   frames skipped by `interval`, frames that came late (QoS) and, in the
+ *   live mode, every frame, since results arrive after their frame
  * @soft_masks: %TRUE when masks hold probabilities (0..255) rather than
  *   0/255
  * @inference_time: time the analysis took (of the frame it was made on)
  * @n_detections: number of detections, sorted by score, descending
  * @detections: (array length=n_detections): the detections
+ * @frame_number: this frame's number in its stream, from 0 at the stream's
+ *   start and after each flush (seek)
+ * @result_frame_number: number of the frame the results were computed on
+ *   (equal to @frame_number unless @repeated)
+ * @result_pts: presentation timestamp of that frame
+ * @result_age: how much older than this frame that frame is (this frame's
+ *   timestamp minus @result_pts; 0 unless @repeated; %GST_CLOCK_TIME_NONE
+ *   when a frame has no timestamp)
  *
- * Detections of one video frame.
+ * Detections of one video frame.  Results are never carried across a caps
+ * change, a flush or a new stream: a frame with no results that apply to it
+ * carries no #GstMaskRcnnMeta.
  */
 struct _GstMaskRcnnMeta {
   GstMeta meta;
@@ -80,6 +92,10 @@ struct _GstMaskRcnnMeta {
   GstClockTime inference_time;
   guint n_detections;
   GstMaskRcnnDetection *detections;
+  guint64 frame_number;
+  guint64 result_frame_number;
+  GstClockTime result_pts;
+  GstClockTime result_age;
   /*< private >*/
   guint capacity;
 };

@@ -137,7 +137,7 @@ check_detection_is_sane (const GstMaskRcnnMeta *meta,
 static GstBuffer *
 reference_output (void)
 {
-  gchar *desc = g_strdup_printf ("maskrcnn model=%s", model_path ());
+  gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s", model_path ());
   GstHarness *h = harness_new (desc);
   GstBuffer *out = process (h, test_frame ());
   gst_harness_teardown (h);
@@ -209,7 +209,7 @@ static GstBuffer *
 run_pipeline (const char *format, const char *tail)
 {
   gchar *desc = g_strdup_printf ("videoconvert ! capsfilter "
-      "caps=video/x-raw,format=%s ! %s maskrcnn model=%s", format, tail,
+      "caps=video/x-raw,format=%s ! %s maskrcnn mode=every-frame model=%s", format, tail,
       model_path ());
   GstHarness *h = harness_new (desc);
   GstBuffer *out = process (h, test_frame ());
@@ -253,7 +253,7 @@ GST_START_TEST (test_odd_sizes)
   static const int sizes[][2] = { {16, 16}, {17, 33}, {641, 359}, {8192, 16} };
   for (gsize s = 0; s < G_N_ELEMENTS (sizes); s++)
     for (int yuv = 0; yuv < 2; yuv++) {
-      gchar *desc = g_strdup_printf ("maskrcnn model=%s", model_path ());
+      gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s", model_path ());
       GstHarness *h = gst_harness_new_parse (desc);
       gchar *caps = g_strdup_printf ("video/x-raw,format=%s,width=%d,"
           "height=%d,framerate=30/1", yuv ? "I420" : "RGB", sizes[s][0],
@@ -284,7 +284,7 @@ GST_END_TEST;
 
 GST_START_TEST (test_zero_detections_have_meta)
 {
-  gchar *desc = g_strdup_printf ("maskrcnn model=%s score-threshold=1",
+  gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s score-threshold=1",
       model_path ());
   GstHarness *h = harness_new (desc);
   GstBuffer *out = process (h, test_frame ());
@@ -319,7 +319,7 @@ same_detections (const GstMaskRcnnMeta *a, const GstMaskRcnnMeta *b)
  * results are told apart from fresh ones. */
 GST_START_TEST (test_interval)
 {
-  gchar *desc = g_strdup_printf ("maskrcnn model=%s interval=2",
+  gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s interval=2",
       model_path ());
   GstHarness *h = harness_new (desc);
   GstBuffer *out[6];
@@ -356,7 +356,7 @@ GST_START_TEST (test_classes_filter)
   fail_unless (boxes > 0 && discs > 0 && boxes + discs < ref->n_detections,
       "the test frame should show boxes, discs and other classes");
 
-  gchar *desc = g_strdup_printf ("maskrcnn model=%s classes=\"box\"",
+  gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s classes=\"box\"",
       model_path ());
   GstHarness *h = harness_new (desc);
   GstBuffer *out = process (h, test_frame ());
@@ -386,7 +386,7 @@ GST_END_TEST;
 
 GST_START_TEST (test_thresholds_live)
 {
-  gchar *desc = g_strdup_printf ("maskrcnn model=%s",
+  gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s",
       model_path ());
   GstHarness *h = harness_new (desc);
   GstBuffer *first = process (h, test_frame ());
@@ -428,7 +428,7 @@ GST_START_TEST (test_labels_file)
   fail_unless (write (fd, text, strlen (text)) == (gssize) strlen (text));
   close (fd);
   GstBuffer *ref_buffer = reference_output ();
-  gchar *desc = g_strdup_printf ("maskrcnn model=%s labels=%s "
+  gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s labels=%s "
       "classes=\"square thing\"", model_path (), path);
   GstHarness *h = harness_new (desc);
   GstBuffer *out = process (h, test_frame ());
@@ -471,7 +471,7 @@ GST_END_TEST;
 GST_START_TEST (test_meta_scaled)
 {
   GstBuffer *ref_buffer = reference_output ();
-  gchar *desc = g_strdup_printf ("maskrcnn model=%s ! videoscale ! "
+  gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s ! videoscale ! "
       "capsfilter caps=video/x-raw,width=320,height=240", model_path ());
   GstHarness *h = harness_new (desc);
   GstBuffer *out = process (h, test_frame ());
@@ -510,7 +510,7 @@ GST_START_TEST (test_meta_dropped_when_geometry_changes)
     "videocrop left=10 top=20"
   };
   for (gsize t = 0; t < G_N_ELEMENTS (tails); t++) {
-    gchar *desc = g_strdup_printf ("maskrcnn model=%s ! %s", model_path (),
+    gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s ! %s", model_path (),
         tails[t]);
     GstHarness *h = harness_new (desc);
     GstBuffer *out = process (h, test_frame ());
@@ -528,7 +528,7 @@ GST_END_TEST;
 GST_START_TEST (test_matterport_model)
 {
   gchar *desc = g_strdup_printf ("videoconvert ! capsfilter "
-      "caps=video/x-raw,format=NV12 ! maskrcnn model=%s config=%s",
+      "caps=video/x-raw,format=NV12 ! maskrcnn mode=every-frame model=%s config=%s",
       g_getenv ("MRCNN_TEST_H5"), g_getenv ("MRCNN_TEST_H5_CONFIG"));
   GstHarness *h = harness_new (desc);
   GstBuffer *out = process (h, test_frame ());
@@ -590,7 +590,7 @@ GST_END_TEST;
 GST_START_TEST (test_error_missing_model)
 {
   gchar *text = pipeline_error (SOURCE
-      "maskrcnn model=/nonexistent/model.safetensors ! fakesink");
+      "maskrcnn mode=every-frame model=/nonexistent/model.safetensors ! fakesink");
   fail_unless (text && strstr (text, "/nonexistent/model.safetensors")
       && strstr (text, "No such file"), "%s", text);
   g_free (text);
@@ -604,7 +604,7 @@ GST_START_TEST (test_error_corrupt_model)
   const char junk[] = "this is not a weights file at all, just some text";
   fail_unless (write (fd, junk, sizeof junk) == sizeof junk);
   close (fd);
-  gchar *desc = g_strdup_printf (SOURCE "maskrcnn model=%s ! fakesink", path);
+  gchar *desc = g_strdup_printf (SOURCE "maskrcnn mode=every-frame model=%s ! fakesink", path);
   gchar *text = pipeline_error (desc);
   fail_unless (text && strstr (text, path)
       && strstr (text, "Could not load the Mask R-CNN model"), "%s", text);
@@ -622,7 +622,7 @@ GST_START_TEST (test_error_bad_config)
   const char text[] = "IMAGE_MAX_DIM = 256\nDETECTION_MIN_CONFIDENSE = 0.9\n";
   fail_unless (write (fd, text, strlen (text)) == (gssize) strlen (text));
   close (fd);
-  gchar *desc = g_strdup_printf (SOURCE "maskrcnn model=%s config=%s ! "
+  gchar *desc = g_strdup_printf (SOURCE "maskrcnn mode=every-frame model=%s config=%s ! "
       "fakesink", g_getenv ("MRCNN_TEST_H5"), path);
   gchar *text_out = pipeline_error (desc);
   fail_unless (text_out && strstr (text_out, "DETECTION_MIN_CONFIDENSE")
@@ -636,7 +636,7 @@ GST_END_TEST;
 
 GST_START_TEST (test_error_unknown_class)
 {
-  gchar *desc = g_strdup_printf (SOURCE "maskrcnn model=%s classes=box,cat "
+  gchar *desc = g_strdup_printf (SOURCE "maskrcnn mode=every-frame model=%s classes=box,cat "
       "! fakesink", model_path ());
   gchar *text = pipeline_error (desc);
   fail_unless (text && strstr (text, "\"cat\" is not a class")
@@ -652,7 +652,7 @@ GST_START_TEST (test_error_labels_count)
   int fd = g_file_open_tmp ("labels-XXXXXX.txt", &path, NULL);
   fail_unless (write (fd, "a\nb\n", 4) == 4);
   close (fd);
-  gchar *desc = g_strdup_printf (SOURCE "maskrcnn model=%s labels=%s ! "
+  gchar *desc = g_strdup_printf (SOURCE "maskrcnn mode=every-frame model=%s labels=%s ! "
       "fakesink", model_path (), path);
   gchar *text = pipeline_error (desc);
   fail_unless (text && strstr (text, "has 2 labels")
@@ -666,7 +666,7 @@ GST_END_TEST;
 
 GST_START_TEST (test_error_cuda_without_gpu)
 {
-  gchar *desc = g_strdup_printf (SOURCE "maskrcnn model=%s backend=cuda ! "
+  gchar *desc = g_strdup_printf (SOURCE "maskrcnn mode=every-frame model=%s backend=cuda ! "
       "fakesink", model_path ());
   gchar *text = pipeline_error (desc);
   /* where a GPU and the CUDA backend exist, the pipeline simply runs */
@@ -681,7 +681,7 @@ GST_END_TEST;
  * what is accepted. */
 GST_START_TEST (test_error_refused_caps)
 {
-  gchar *desc = g_strdup_printf ("maskrcnn model=%s", model_path ());
+  gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s", model_path ());
   GstHarness *h = gst_harness_new_parse (desc);
   GstBus *bus = gst_bus_new ();
   gst_element_set_bus (h->element, bus);
