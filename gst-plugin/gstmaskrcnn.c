@@ -409,27 +409,32 @@ loader_thread (gpointer data)
     GError *error = NULL;
     GstResourceError code;
     GstMaskRcnnAnalyzer *a = analyzer_load (&s, &code, &error);
-    if (a)
-      GST_INFO_OBJECT (self, "loaded %s on the %s backend; it replaces the "
-          "running model at the next frame", s.model_path,
-          mrcnn_engine_backend_name (a->engine));
-    else
-      post_load_failure (self, GST_MESSAGE_WARNING, code, error, &s,
-          "The new settings were not applied, the running model goes on: ");
-    g_clear_error (&error);
-    load_settings_clear (&s);
+    const char *backend = a ? mrcnn_engine_backend_name (a->engine) : NULL;
 
+    /* settings changed again meanwhile (several properties set one after
+     * the other): only the newest count, load again */
     g_mutex_lock (&self->lock);
-    if (a) {
-      GstMaskRcnnAnalyzer *unused = self->next;
+    gboolean outdated = self->reload_wanted || self->quit;
+    GstMaskRcnnAnalyzer *unused = NULL;
+    if (a && !outdated) {
+      unused = self->next;
       self->next = a;
       g_cond_broadcast (&self->cond);
-      if (unused) {
-        g_mutex_unlock (&self->lock);
-        analyzer_unref (unused);
-        g_mutex_lock (&self->lock);
-      }
+    } else {
+      unused = a;
     }
+    g_mutex_unlock (&self->lock);
+
+    if (a && !outdated)
+      GST_INFO_OBJECT (self, "loaded %s on the %s backend; it replaces the "
+          "running model at the next frame", s.model_path, backend);
+    else if (!a && !outdated)
+      post_load_failure (self, GST_MESSAGE_WARNING, code, error, &s,
+          "The new settings were not applied, the running model goes on: ");
+    analyzer_unref (unused);
+    g_clear_error (&error);
+    load_settings_clear (&s);
+    g_mutex_lock (&self->lock);
   }
   self->loading = FALSE;
   g_mutex_unlock (&self->lock);

@@ -6,7 +6,10 @@
 #include <gst/check/gstharness.h>
 #include <gst/video/video.h>
 #include <glib/gstdio.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "gstmaskrcnnmeta.h"
 
@@ -705,6 +708,283 @@ GST_START_TEST (test_error_refused_caps)
 }
 GST_END_TEST;
 
+/* A frame at frame index i of a 30 fps stream. */
+static GstBuffer *
+timed (GstBuffer *buffer, int i)
+{
+  GST_BUFFER_PTS (buffer) = gst_util_uint64_scale (i, GST_SECOND, 30);
+  GST_BUFFER_DURATION (buffer) = GST_SECOND / 30;
+  return buffer;
+}
+
+/* max-detections keeps the best N of the classes kept: the best detection
+ * of a class that is not among the model's top N is still found. */
+GST_START_TEST (test_classes_before_max_detections)
+{
+  GstBuffer *ref_buffer = reference_output ();
+  GstMaskRcnnMeta *ref = meta_of (ref_buffer);
+  /* the class whose best detection ranks lowest */
+  guint last = 0;
+  for (guint i = 1; i < ref->n_detections; i++) {
+    gboolean first_of_class = TRUE;
+    for (guint j = 0; j < i; j++)
+      first_of_class &= ref->detections[j].class_id
+          != ref->detections[i].class_id;
+    if (first_of_class)
+      last = i;
+  }
+  const GstMaskRcnnDetection *best = &ref->detections[last];
+  fail_unless (last >= 2, "the test frame should rank classes apart");
+
+  gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s "
+      "classes=%s max-detections=2", model_path (), best->class_name);
+  GstHarness *h = harness_new (desc);
+  GstBuffer *out = process (h, test_frame ());
+  GstMaskRcnnMeta *meta = meta_of (out);
+  guint of_class = 0;
+  for (guint i = 0; i < ref->n_detections; i++)
+    of_class += ref->detections[i].class_id == best->class_id;
+  fail_unless_equals_int (meta->n_detections, MIN (of_class, 2));
+  fail_unless_equals_string (meta->detections[0].class_name,
+      best->class_name);
+  fail_unless (meta->detections[0].score == best->score
+      && meta->detections[0].x == best->x);
+  gst_buffer_unref (out);
+  gst_harness_teardown (h);
+  gst_buffer_unref (ref_buffer);
+  g_free (desc);
+}
+GST_END_TEST;
+
+/* A caps change and a flush start over: the next frame is analysed (interval
+ * restarts), no frame carries results of the other size or from before. */
+GST_START_TEST (test_results_reset_at_caps_and_flush)
+{
+  gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s "
+      "interval=10", model_path ());
+  GstHarness *h = harness_new (desc);
+  GstBuffer *out = process (h, timed (test_frame (), 0));
+  fail_unless (meta_of (out)->n_detections >= 10);
+  gst_buffer_unref (out);
+  out = process (h, timed (test_frame (), 1));
+  fail_unless (meta_of (out)->repeated);
+  fail_unless_equals_int (meta_of (out)->frame_number, 1);
+  fail_unless_equals_int (meta_of (out)->result_frame_number, 0);
+  fail_unless_equals_uint64 (meta_of (out)->result_age, GST_SECOND / 30);
+  gst_buffer_unref (out);
+
+  gst_harness_set_src_caps_str (h,
+      "video/x-raw,format=RGB,width=320,height=240,framerate=30/1");
+  GstBuffer *small = gst_buffer_new_allocate (NULL, 320 * 240 * 3, NULL);
+  gst_buffer_memset (small, 0, 128, 320 * 240 * 3);
+  out = process (h, timed (small, 2));
+  GstMaskRcnnMeta *meta = meta_of (out);
+  fail_if (meta->repeated);
+  fail_unless_equals_int (meta->frame_width, 320);
+  fail_unless_equals_int (meta->frame_height, 240);
+  fail_unless_equals_int (meta->frame_number, 2);
+  gst_buffer_unref (out);
+
+  /* a flushing seek: frames count from 0 again, analysed afresh */
+  gst_harness_set_src_caps_str (h, RGB_CAPS);
+  out = process (h, timed (test_frame (), 3));
+  fail_if (meta_of (out)->repeated);
+  gst_buffer_unref (out);
+  fail_unless (gst_harness_push_event (h, gst_event_new_flush_start ()));
+  fail_unless (gst_harness_push_event (h, gst_event_new_flush_stop (TRUE)));
+  GstSegment segment;
+  gst_segment_init (&segment, GST_FORMAT_TIME);
+  fail_unless (gst_harness_push_event (h, gst_event_new_segment (&segment)));
+  out = process (h, timed (uniform_frame (128), 90));
+  meta = meta_of (out);
+  fail_if (meta->repeated);
+  fail_unless_equals_int (meta->frame_number, 0);
+  fail_unless_equals_uint64 (meta->result_pts, 3 * GST_SECOND);
+  fail_unless (meta->n_detections < 10);
+  gst_buffer_unref (out);
+  gst_harness_teardown (h);
+  g_free (desc);
+}
+GST_END_TEST;
+
+/* qos=true: a frame downstream reports as late is not analysed but passes
+ * on with the previous results marked repeated, and a QoS message counts
+ * it; without qos it would be analysed. */
+GST_START_TEST (test_qos_late_frames_pass_on)
+{
+  gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s qos=true",
+      model_path ());
+  GstHarness *h = harness_new (desc);
+  GstBus *bus = gst_bus_new ();
+  gst_element_set_bus (h->element, bus);
+  GstBuffer *out = process (h, timed (test_frame (), 0));
+  GstMaskRcnnMeta *first = meta_of (out);
+  fail_if (first->repeated);
+  /* the sink was 1 s late on frame 0: frames up to 1 s are late */
+  fail_unless (gst_harness_push_upstream_event (h, gst_event_new_qos
+          (GST_QOS_TYPE_UNDERFLOW, 0.5, GST_SECOND, 0)));
+  GstBuffer *late = process (h, timed (uniform_frame (128), 3));
+  GstMaskRcnnMeta *meta = meta_of (late);
+  fail_unless (meta->repeated);
+  fail_unless_equals_int (meta->result_frame_number, 0);
+  fail_unless (same_detections (first, meta));
+  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_QOS);
+  fail_unless (msg != NULL, "no QoS message");
+  GstFormat format;
+  guint64 processed, dropped;
+  gst_message_parse_qos_stats (msg, &format, &processed, &dropped);
+  fail_unless_equals_int (format, GST_FORMAT_BUFFERS);
+  fail_unless_equals_uint64 (processed, 1);
+  fail_unless_equals_uint64 (dropped, 1);
+  gst_message_unref (msg);
+  /* a frame after the late ones is analysed */
+  GstBuffer *in_time = process (h, timed (uniform_frame (128), 40));
+  fail_if (meta_of (in_time)->repeated);
+  fail_if (same_detections (first, meta_of (in_time)));
+  gst_buffer_unref (out);
+  gst_buffer_unref (late);
+  gst_buffer_unref (in_time);
+  gst_element_set_bus (h->element, NULL);
+  gst_object_unref (bus);
+  gst_harness_teardown (h);
+  g_free (desc);
+}
+GST_END_TEST;
+
+/* mode=live: frames come back without waiting for the model, carrying the
+ * newest finished results of an earlier frame, marked with it. */
+GST_START_TEST (test_live_mode)
+{
+  gchar *desc = g_strdup_printf ("maskrcnn mode=live model=%s",
+      model_path ());
+  GstHarness *h = harness_new (desc);
+  GstMaskRcnnMeta *meta = NULL;
+  GstBuffer *out = NULL;
+  int i;
+  for (i = 0; i < 3000 && !meta; i++) {
+    gst_clear_buffer (&out);
+    out = process (h, timed (test_frame (), i));
+    meta = gst_buffer_get_mask_rcnn_meta (out);
+    if (!meta)
+      g_usleep (2000);
+  }
+  fail_unless (meta != NULL, "no results after %d frames", i);
+  fail_unless (meta->repeated);
+  fail_unless (meta->result_frame_number < meta->frame_number);
+  fail_unless_equals_uint64 (meta->result_age,
+      GST_BUFFER_PTS (out) - meta->result_pts);
+  fail_unless (meta->n_detections >= 10);
+  for (guint d = 0; d < meta->n_detections; d++)
+    check_detection_is_sane (meta, &meta->detections[d]);
+  gst_buffer_unref (out);
+
+  /* after a caps change, nothing of the old size */
+  gst_harness_set_src_caps_str (h,
+      "video/x-raw,format=RGB,width=320,height=240,framerate=30/1");
+  meta = NULL;
+  out = NULL;
+  for (int j = 0; j < 3000 && !meta; j++) {
+    gst_clear_buffer (&out);
+    GstBuffer *small = gst_buffer_new_allocate (NULL, 320 * 240 * 3, NULL);
+    gst_buffer_memset (small, 0, 128, 320 * 240 * 3);
+    out = process (h, timed (small, i + j));
+    meta = gst_buffer_get_mask_rcnn_meta (out);
+    if (!meta)
+      g_usleep (2000);
+  }
+  fail_unless (meta != NULL);
+  fail_unless_equals_int (meta->frame_width, 320);
+  fail_unless (meta->result_pts >= gst_util_uint64_scale (i, GST_SECOND, 30));
+  gst_buffer_unref (out);
+  gst_harness_teardown (h);
+  g_free (desc);
+}
+GST_END_TEST;
+
+/* Models set while playing: frames go on with the old model while the new
+ * one loads; a model that fails to load gives a WARNING and the old one
+ * goes on; one that loads replaces it between frames. */
+GST_START_TEST (test_model_swap_while_playing)
+{
+  gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s",
+      model_path ());
+  GstHarness *h = harness_new (desc);
+  GstElement *e = gst_harness_find_element (h, "maskrcnn");
+  GstBus *bus = gst_bus_new ();
+  gst_element_set_bus (e, bus);
+  GstBuffer *ref = process (h, test_frame ());
+
+  /* a "model" that takes as long to read as the test wants: a FIFO */
+  gchar *dir = g_dir_make_tmp ("maskrcnn-swap-XXXXXX", NULL);
+  gchar *fifo = g_build_filename (dir, "slow.safetensors", NULL);
+  fail_unless (mkfifo (fifo, 0600) == 0);
+  g_object_set (e, "model", fifo, NULL);
+  for (int i = 0; i < 3; i++) {
+    GstBuffer *out = process (h, test_frame ());
+    fail_unless (same_detections (meta_of (ref), meta_of (out)));
+    gst_buffer_unref (out);
+  }
+  /* the loader reads the FIFO's first bytes (none), then opens the path
+   * again: by then a file that is no model */
+  int fd = open (fifo, O_WRONLY);
+  fail_unless (fd >= 0);
+  g_unlink (fifo);
+  fail_unless (g_file_set_contents (fifo, "no model", -1, NULL));
+  close (fd);
+  GstMessage *msg = gst_bus_timed_pop_filtered (bus, 30 * GST_SECOND,
+      GST_MESSAGE_WARNING | GST_MESSAGE_ERROR);
+  fail_unless (msg && GST_MESSAGE_TYPE (msg) == GST_MESSAGE_WARNING);
+  GError *error;
+  gst_message_parse_warning (msg, &error, NULL);
+  fail_unless (strstr (error->message, "running model goes on")
+      && strstr (error->message, fifo), "%s", error->message);
+  g_error_free (error);
+  gst_message_unref (msg);
+  GstBuffer *out = process (h, test_frame ());
+  fail_unless (same_detections (meta_of (ref), meta_of (out)));
+  gst_buffer_unref (out);
+
+  /* matterport's model with other names for its classes: integer boxes */
+  gchar *labels = g_build_filename (dir, "labels.txt", NULL);
+  fail_unless (g_file_set_contents (labels, "A\nB\nC\nD\n", -1, NULL));
+  g_object_set (e, "config", g_getenv ("MRCNN_TEST_H5_CONFIG"), "labels",
+      labels, "model", g_getenv ("MRCNN_TEST_H5"), NULL);
+  gboolean swapped = FALSE;
+  for (int i = 0; i < 600 && !swapped; i++) {
+    out = process (h, test_frame ());
+    GstMaskRcnnMeta *meta = meta_of (out);
+    swapped = meta->n_detections > 0
+        && strlen (meta->detections[0].class_name) == 1;
+    if (swapped)
+      for (guint d = 0; d < meta->n_detections; d++) {
+        fail_unless (strchr ("ABCD", meta->detections[d].class_name[0]));
+        fail_unless (meta->detections[d].x == floorf (meta->detections[d].x));
+      }
+    else
+      fail_unless (same_detections (meta_of (ref), meta));
+    gst_buffer_unref (out);
+    if (!swapped)
+      g_usleep (10000);
+  }
+  fail_unless (swapped, "the new model never replaced the old one");
+  msg = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING | GST_MESSAGE_ERROR);
+  fail_if (msg != NULL, "unexpected %" GST_PTR_FORMAT, msg);
+
+  gst_element_set_bus (e, NULL);
+  gst_object_unref (bus);
+  gst_object_unref (e);
+  gst_buffer_unref (ref);
+  g_unlink (labels);
+  g_unlink (fifo);
+  g_rmdir (dir);
+  g_free (labels);
+  g_free (fifo);
+  g_free (dir);
+  gst_harness_teardown (h);
+  g_free (desc);
+}
+GST_END_TEST;
+
 static Suite *
 maskrcnn_suite (void)
 {
@@ -732,6 +1012,11 @@ maskrcnn_suite (void)
   tcase_add_test (tc, test_error_labels_count);
   tcase_add_test (tc, test_error_cuda_without_gpu);
   tcase_add_test (tc, test_error_refused_caps);
+  tcase_add_test (tc, test_classes_before_max_detections);
+  tcase_add_test (tc, test_results_reset_at_caps_and_flush);
+  tcase_add_test (tc, test_qos_late_frames_pass_on);
+  tcase_add_test (tc, test_live_mode);
+  tcase_add_test (tc, test_model_swap_while_playing);
   return s;
 }
 
