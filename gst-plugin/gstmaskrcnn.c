@@ -93,9 +93,9 @@ enum
 #define DEFAULT_MODE GST_MASK_RCNN_MODE_AUTO
 #define DEFAULT_QOS FALSE
 
-/* Frames over which the longest processing time is kept before the
- * reported latency may come down again. */
-#define LATENCY_WINDOW 150
+/* Frames handed to the worker over which the longest processing time is
+ * kept before the reported latency may come down again. */
+#define LATENCY_WINDOW 30
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
     GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS (VIDEO_CAPS));
@@ -218,10 +218,12 @@ analyzer_unref (GstMaskRcnnAnalyzer *a)
     g_atomic_rc_box_release_full (a, analyzer_clear);
 }
 
-/* The properties a model is loaded with. */
+/* The properties a model is loaded with, and the settings_serial they
+ * were taken at. */
 typedef struct {
   gchar *model_path, *config_path, *labels_path, *classes;
   MrcnnOptions options;
+  guint serial;
 } LoadSettings;
 
 static void
@@ -240,7 +242,7 @@ load_settings_take (GstMaskRcnn *self, LoadSettings *s)
   s->options.nms_threshold = self->nms_threshold;
   s->options.max_detections = self->max_detections;
   s->options.mask_threshold = self->mask_threshold;
-  self->thresholds_changed = self->classes_changed = FALSE;
+  s->serial = self->settings_serial;
   GST_OBJECT_UNLOCK (self);
 }
 
@@ -538,6 +540,8 @@ gst_mask_rcnn_set_property (GObject *object, guint prop_id,
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
   }
+  if (reload)
+    self->settings_serial++;
   GST_OBJECT_UNLOCK (self);
   if (reload)
     request_reload (self);
@@ -684,33 +688,39 @@ worker_thread (gpointer data)
       gst_clear_buffer (&job.rgb);
     }
 
+    if (!ok) {
+      /* posted before the streaming thread learns of it and stops the
+       * pipeline with a less telling error of its own */
+      GST_ELEMENT_ERROR (self, STREAM, FAILED,
+          ("Mask R-CNN failed on a frame: %s", error->message), (NULL));
+      g_clear_error (&error);
+    }
+
     g_mutex_lock (&self->lock);
     if (!have_job)
       continue;
+    GstMaskRcnnAnalyzer *previous = NULL;
     if (ok && job.epoch == self->epoch) {
       MrcnnResult done = self->work_result;
       self->work_result = self->latest.result;
       self->latest.result = done;
-      GstMaskRcnnAnalyzer *previous = self->latest.analyzer;
+      previous = self->latest.analyzer;
       self->latest.analyzer = analyzer_ref (self->analyzer);
       self->latest.valid = TRUE;
       self->latest.epoch = job.epoch;
       self->latest.frame_number = job.frame_number;
       self->latest.pts = job.pts;
       self->latest.inference_time = took;
-      /* the one who made the older results is not freed here: the
-       * streaming thread may be reading its names under the lock only */
-      analyzer_unref (previous);
     }
     self->failed |= !ok;
     self->job_state = GST_MASK_RCNN_JOB_NONE;
     self->jobs_done++;
     g_cond_broadcast (&self->cond);
-    if (!ok) {
+    if (previous) {
+      /* a model swapped out is freed here, at its last results' end: not
+       * under the lock the streaming thread waits on */
       g_mutex_unlock (&self->lock);
-      GST_ELEMENT_ERROR (self, STREAM, FAILED,
-          ("Mask R-CNN failed on a frame: %s", error->message), (NULL));
-      g_clear_error (&error);
+      analyzer_unref (previous);
       g_mutex_lock (&self->lock);
     }
   }
@@ -743,6 +753,12 @@ gst_mask_rcnn_start (GstBaseTransform *trans)
   GST_OBJECT_LOCK (self);
   self->earliest_time = GST_CLOCK_TIME_NONE;
   self->latency = 0;
+  self->upstream_live = FALSE;
+  /* the engine was made with the thresholds and classes of the snapshot;
+   * model properties set since (before the worker could see them) load
+   * in the background */
+  self->thresholds_changed = self->classes_changed = FALSE;
+  gboolean changed = self->settings_serial != s.serial;
   GST_OBJECT_UNLOCK (self);
   self->analyzer = a;
   self->frame_count = self->analysed = self->skipped_late = 0;
@@ -755,8 +771,11 @@ gst_mask_rcnn_start (GstBaseTransform *trans)
   self->job_state = GST_MASK_RCNN_JOB_NONE;
   self->jobs_submitted = self->jobs_done = 0;
   self->epoch++;
+  self->flushing = FALSE;
   self->worker = g_thread_new ("maskrcnn-worker", worker_thread, self);
   g_mutex_unlock (&self->lock);
+  if (changed)
+    request_reload (self);
   return TRUE;
 }
 
@@ -810,6 +829,7 @@ begin_epoch (GstMaskRcnn *self, gboolean restart)
   if (restart) {
     self->frame_count = 0;
     self->stream_started = FALSE;
+    self->analysed = self->skipped_late = 0;
   }
 }
 
@@ -882,10 +902,20 @@ gst_mask_rcnn_sink_event (GstBaseTransform *trans, GstEvent *event)
   GstMaskRcnn *self = GST_MASK_RCNN (trans);
 
   switch (GST_EVENT_TYPE (event)) {
+    case GST_EVENT_FLUSH_START:
+      /* a streaming thread waiting for an analysis leaves at once */
+      g_mutex_lock (&self->lock);
+      self->flushing = TRUE;
+      g_cond_broadcast (&self->cond);
+      g_mutex_unlock (&self->lock);
+      break;
     case GST_EVENT_FLUSH_STOP:
       GST_OBJECT_LOCK (self);
       self->earliest_time = GST_CLOCK_TIME_NONE;
       GST_OBJECT_UNLOCK (self);
+      g_mutex_lock (&self->lock);
+      self->flushing = FALSE;
+      g_mutex_unlock (&self->lock);
       begin_epoch (self, TRUE);
       break;
     case GST_EVENT_STREAM_START:
@@ -957,15 +987,14 @@ upstream_is_live (GstMaskRcnn *self)
 {
   if (!self->stream_started) {
     GstQuery *query = gst_query_new_latency ();
-    if (gst_pad_peer_query (GST_BASE_TRANSFORM_SINK_PAD (self), query)) {
-      gboolean live;
+    gboolean live = FALSE;
+    if (gst_pad_peer_query (GST_BASE_TRANSFORM_SINK_PAD (self), query))
       gst_query_parse_latency (query, &live, NULL, NULL);
-      GST_OBJECT_LOCK (self);
-      self->upstream_live = live;
-      GST_OBJECT_UNLOCK (self);
-      GST_DEBUG_OBJECT (self, "upstream is %slive", live ? "" : "not ");
-    }
     gst_query_unref (query);
+    GST_OBJECT_LOCK (self);
+    self->upstream_live = live;
+    GST_OBJECT_UNLOCK (self);
+    GST_DEBUG_OBJECT (self, "upstream is %slive", live ? "" : "not ");
     self->stream_started = TRUE;
   }
   GST_OBJECT_LOCK (self);
@@ -1010,19 +1039,28 @@ typedef enum {
   SUBMIT_OK,
   SUBMIT_BUSY,
   SUBMIT_FAILED,
+  SUBMIT_FLUSHING,
 } SubmitResult;
 
-/* Hands the frame to the worker.  wait: until it is analysed (every-frame
- * mode); else only when the worker is free (live mode), on a copy. */
+static SubmitResult
+submit_state (GstMaskRcnn *self)
+{
+  return self->failed ? SUBMIT_FAILED : self->flushing ? SUBMIT_FLUSHING
+      : self->job_state != GST_MASK_RCNN_JOB_NONE ? SUBMIT_BUSY : SUBMIT_OK;
+}
+
+/* Hands a copy of the frame (in RGB) to the worker.  wait: until it is
+ * analysed (every-frame mode); else only when the worker is free (live
+ * mode).  A flush ends the wait: the frame's results then belong to an
+ * epoch that is over. */
 static SubmitResult
 submit_frame (GstMaskRcnn *self, GstBuffer *buffer, guint64 frame_number,
     gboolean wait)
 {
   g_mutex_lock (&self->lock);
-  while (wait && self->job_state != GST_MASK_RCNN_JOB_NONE && !self->failed)
+  SubmitResult state;
+  while ((state = submit_state (self)) == SUBMIT_BUSY && wait)
     g_cond_wait (&self->cond, &self->lock);
-  SubmitResult state = self->failed ? SUBMIT_FAILED
-      : self->job_state != GST_MASK_RCNN_JOB_NONE ? SUBMIT_BUSY : SUBMIT_OK;
   g_mutex_unlock (&self->lock);
   if (state != SUBMIT_OK)
     return state;
@@ -1033,51 +1071,44 @@ submit_frame (GstMaskRcnn *self, GstBuffer *buffer, guint64 frame_number,
         (NULL));
     return SUBMIT_FAILED;
   }
-  /* a copy unless the stream waits for an RGB frame */
-  gboolean copy = self->converter || !wait;
-  GstVideoFrame *src = &frame;
-  if (copy) {
-    if (!gst_video_frame_map (&rgb, &self->rgb_info, self->rgb_buffer,
-            GST_MAP_WRITE)) {
-      gst_video_frame_unmap (&frame);
-      GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot map the RGB frame"),
-          (NULL));
-      return SUBMIT_FAILED;
-    }
-    if (self->converter)
-      gst_video_converter_frame (self->converter, &frame, &rgb);
-    else
-      gst_video_frame_copy (&rgb, &frame);
+  /* the worker has dropped its reference to the RGB buffer (job NONE) */
+  if (!gst_video_frame_map (&rgb, &self->rgb_info, self->rgb_buffer,
+          GST_MAP_WRITE)) {
     gst_video_frame_unmap (&frame);
-    src = &rgb;
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Cannot map the RGB frame"),
+        (NULL));
+    return SUBMIT_FAILED;
   }
+  if (self->converter)
+    gst_video_converter_frame (self->converter, &frame, &rgb);
+  else
+    gst_video_frame_copy (&rgb, &frame);
+  gst_video_frame_unmap (&frame);
 
   g_mutex_lock (&self->lock);
   self->job = (GstMaskRcnnJob) {
     .image = {
-      .data = GST_VIDEO_FRAME_PLANE_DATA (src, 0),
-      .width = GST_VIDEO_FRAME_WIDTH (src),
-      .height = GST_VIDEO_FRAME_HEIGHT (src),
-      .stride = GST_VIDEO_FRAME_PLANE_STRIDE (src, 0),
+      .data = GST_VIDEO_FRAME_PLANE_DATA (&rgb, 0),
+      .width = GST_VIDEO_FRAME_WIDTH (&rgb),
+      .height = GST_VIDEO_FRAME_HEIGHT (&rgb),
+      .stride = GST_VIDEO_FRAME_PLANE_STRIDE (&rgb, 0),
     },
-    .rgb = copy ? gst_buffer_ref (self->rgb_buffer) : NULL,
+    .rgb = gst_buffer_ref (self->rgb_buffer),
     .frame_number = frame_number,
     .pts = GST_BUFFER_PTS (buffer),
     .epoch = self->epoch,
   };
   /* (the RGB buffer's memory stays put while the job holds it) */
-  if (copy)
-    gst_video_frame_unmap (&rgb);
+  gst_video_frame_unmap (&rgb);
   self->job_state = GST_MASK_RCNN_JOB_READY;
   guint64 ticket = ++self->jobs_submitted;
   g_cond_broadcast (&self->cond);
-  while (wait && self->jobs_done < ticket)
+  while (wait && self->jobs_done < ticket && !self->flushing)
     g_cond_wait (&self->cond, &self->lock);
-  gboolean failed = self->failed;
+  state = self->failed ? SUBMIT_FAILED
+      : wait && self->jobs_done < ticket ? SUBMIT_FLUSHING : SUBMIT_OK;
   g_mutex_unlock (&self->lock);
-  if (!copy)
-    gst_video_frame_unmap (&frame);
-  return failed ? SUBMIT_FAILED : SUBMIT_OK;
+  return state;
 }
 
 /* The newest results of this epoch, if any, as meta on the buffer. */
@@ -1140,27 +1171,32 @@ attach_results (GstMaskRcnn *self, GstBuffer *buffer, guint64 frame_number)
   g_mutex_unlock (&self->lock);
 }
 
-/* The time this frame spent in the element raises the reported latency at
- * once (with a quarter of headroom); it comes down when a whole window of
- * frames needed less than half of it.  A LATENCY message asks the pipeline
- * to query again. */
+/* The time a frame spent in the element raises the reported latency at
+ * once (with a quarter of headroom).  It comes down only when a window of
+ * LATENCY_WINDOW frames that were handed to the worker (those that cost
+ * most) all needed less than half of it: frames that only carried results
+ * are too quick to say what the next analysed one will need.  A LATENCY
+ * message asks the pipeline to query again. */
 static void
-update_latency (GstMaskRcnn *self, GstClockTime took)
+update_latency (GstMaskRcnn *self, GstClockTime took, gboolean submitted)
 {
   gboolean changed = FALSE;
-  self->window_max = MAX (self->window_max, took);
   GST_OBJECT_LOCK (self);
   if (took > self->latency) {
     self->latency = took + took / 4;
     changed = TRUE;
-  } else if (++self->window_frames >= LATENCY_WINDOW) {
-    GstClockTime enough = self->window_max + self->window_max / 4;
-    if (enough < self->latency / 2) {
-      self->latency = enough;
-      changed = TRUE;
+  }
+  if (submitted) {
+    self->window_max = MAX (self->window_max, took);
+    if (++self->window_frames >= LATENCY_WINDOW) {
+      GstClockTime enough = self->window_max + self->window_max / 4;
+      if (enough < self->latency / 2) {
+        self->latency = enough;
+        changed = TRUE;
+      }
+      self->window_max = 0;
+      self->window_frames = 0;
     }
-    self->window_max = 0;
-    self->window_frames = 0;
   }
   GstClockTime latency = self->latency;
   GST_OBJECT_UNLOCK (self);
@@ -1186,6 +1222,7 @@ gst_mask_rcnn_transform_ip (GstBaseTransform *trans, GstBuffer *buffer)
   GST_OBJECT_UNLOCK (self);
   guint64 frame_number = self->frame_count++;
 
+  gboolean submitted = FALSE;
   if (self->skip_left > 0) {
     self->skip_left--;
   } else if (!skip_late_frame (self, buffer, upstream_live)) {
@@ -1193,11 +1230,14 @@ gst_mask_rcnn_transform_ip (GstBaseTransform *trans, GstBuffer *buffer)
       case SUBMIT_OK:
         self->analysed++;
         self->skip_left = interval;
+        submitted = TRUE;
         break;
       case SUBMIT_BUSY: /* the next frame will be */
         break;
       case SUBMIT_FAILED:
         return GST_FLOW_ERROR;
+      case SUBMIT_FLUSHING:
+        return GST_FLOW_FLUSHING;
     }
   }
   g_mutex_lock (&self->lock);
@@ -1207,7 +1247,8 @@ gst_mask_rcnn_transform_ip (GstBaseTransform *trans, GstBuffer *buffer)
     return GST_FLOW_ERROR;
   attach_results (self, buffer, frame_number);
   if (upstream_live)
-    update_latency (self, (g_get_monotonic_time () - begin) * GST_USECOND);
+    update_latency (self, (g_get_monotonic_time () - begin) * GST_USECOND,
+        submitted);
   return GST_FLOW_OK;
 }
 

@@ -33,8 +33,7 @@ typedef enum {
 
 typedef struct {
   MrcnnImage image;
-  GstBuffer *rgb;       /* holds image.data; NULL when it points into a
-                         * frame the streaming thread keeps mapped */
+  GstBuffer *rgb;       /* holds image.data */
   guint64 frame_number;
   GstClockTime pts;
   guint epoch;
@@ -59,6 +58,7 @@ struct _GstMaskRcnn {
   GstMaskRcnnMode mode;
   gboolean qos;
   gboolean thresholds_changed, classes_changed;
+  guint settings_serial; /* bumped when a model property changes */
   /* also under the object lock: QoS and latency */
   GstClockTime earliest_time; /* running time; frames before it are late */
   GstClockTime latency;       /* what the LATENCY query adds */
@@ -69,7 +69,7 @@ struct _GstMaskRcnn {
   GMutex lock;
   GCond cond;
   GThread *worker, *loader;
-  gboolean quit, loading, reload_wanted, failed;
+  gboolean quit, loading, reload_wanted, failed, flushing;
   GstMaskRcnnAnalyzer *next;   /* loaded in the background, not yet used */
   GstMaskRcnnJobState job_state;
   GstMaskRcnnJob job;
@@ -89,7 +89,7 @@ struct _GstMaskRcnn {
   GstMaskRcnnAnalyzer *analyzer;
   MrcnnResult work_result;
 
-  /* the streaming thread's own */
+  /* the streaming thread's own (window_*: under the object lock) */
   guint64 frame_count;     /* frames of this stream */
   guint skip_left;         /* frames `interval` still skips */
   gboolean stream_started; /* upstream_live queried for this stream */
