@@ -236,6 +236,12 @@ write_frame_line (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer,
     json_builder_add_int_value (b, meta->frame_height);
     json_builder_set_member_name (b, "repeated");
     json_builder_add_boolean_value (b, meta->repeated);
+    /* the frame the results were computed on: this one unless repeated */
+    json_builder_set_member_name (b, "result_pts");
+    if (GST_CLOCK_TIME_IS_VALID (meta->result_pts))
+      json_builder_add_int_value (b, (gint64) meta->result_pts);
+    else
+      json_builder_add_null_value (b);
     json_builder_set_member_name (b, "detections");
     json_builder_begin_array (b);
     for (guint i = 0; i < meta->n_detections; i++) {
