@@ -64,8 +64,9 @@ typedef struct {
 extern const MrcnnBackend mrcnn_backend_cpu;
 #ifdef MRCNN_WITH_CUDA
 extern const MrcnnBackend mrcnn_backend_cuda;
-/* Whether GPU device_id exists; if not, an error saying why (no driver, no
- * GPU, index out of range). */
+/* Whether GPU device_id exists and this build has kernels for it; if not,
+ * an error saying why (no driver, no GPU, index out of range, compute
+ * capability older than the build's oldest). */
 gboolean mrcnn_cuda_device_usable (int device_id, GError **error);
 #endif
 

@@ -430,13 +430,12 @@ bottleneck (CudaState *s, CudaBottleneck *blk, const void *x, int h, int w,
   int h2 = cuda_conv_out_size (h1, &blk->conv2);
   int w2 = cuda_conv_out_size (w1, &blk->conv2);
   const void *residual = blk->has_downsample ? shortcut : x;
-  if (!cuda_conv_forward (s, &blk->conv1, x, 1, h, w, t1, NULL, TRUE, error)
-      || !cuda_conv_forward (s, &blk->conv2, t1, 1, h1, w1, t2, NULL, TRUE,
-          error)
+  if (!cuda_conv_forward (s, &blk->conv1, x, 1, h, w, t1, NULL, error)
+      || !cuda_conv_forward (s, &blk->conv2, t1, 1, h1, w1, t2, NULL, error)
       || (blk->has_downsample && !cuda_conv_forward (s, &blk->downsample, x,
-              1, h, w, shortcut, NULL, FALSE, error))
+              1, h, w, shortcut, NULL, error))
       || !cuda_conv_forward (s, &blk->conv3, t2, 1, h2, w2, out, residual,
-          TRUE, error))
+          error))
     return FALSE;
   *oh = h2;
   *ow = w2;
@@ -453,7 +452,7 @@ resnet (CudaState *s, GError **error)
   int h = cuda_conv_out_size (g->padded_height, &b->stem);
   int w = cuda_conv_out_size (g->padded_width, &b->stem);
   if (!cuda_conv_forward (s, &b->stem, s->input, 1, g->padded_height,
-          g->padded_width, t[0], NULL, TRUE, error))
+          g->padded_width, t[0], NULL, error))
     return FALSE;
   int ph = (h - 1) / 2 + 1, pw = (w - 1) / 2 + 1;
   /* TF SAME pads max(2 (out - 1) + 3 - n, 0) / 2 before: 0 here, as
@@ -501,19 +500,19 @@ fpn (CudaState *s, GError **error)
   void *last = b->scratch[0], *next = b->scratch[1];
   int lh = b->stage_h[3], lw = b->stage_w[3];
   if (!cuda_conv_forward (s, &b->fpn_inner[3], b->stage_out[3], 1, lh, lw,
-          last, NULL, FALSE, error)
+          last, NULL, error)
       || !cuda_conv_forward (s, &b->fpn_layer[3], last, 1, lh, lw, s->fpn[3],
-          NULL, FALSE, error))
+          NULL, error))
     return FALSE;
   s->fpn_h[3] = lh;
   s->fpn_w[3] = lw;
   for (int i = 2; i >= 0; i--) {
     int h = b->stage_h[i], w = b->stage_w[i];
     if (!cuda_conv_forward (s, &b->fpn_inner[i], b->stage_out[i], 1, h, w,
-            next, NULL, FALSE, error)
+            next, NULL, error)
         || !add_upsampled (s, next, C, h, w, last, lh, lw, error)
         || !cuda_conv_forward (s, &b->fpn_layer[i], next, 1, h, w, s->fpn[i],
-            NULL, FALSE, error))
+            NULL, error))
       return FALSE;
     s->fpn_h[i] = h;
     s->fpn_w[i] = w;
@@ -553,9 +552,11 @@ typedef struct {
 
 static gboolean
 init_conv (CudaState *s, CudaConv *conv, const MrcnnConv *src,
-    int in_channels, Extent *e, size_t *largest, GError **error)
+    const char *name, int in_channels, CudaConvEpilogue epilogue, Extent *e,
+    size_t *largest, GError **error)
 {
-  if (!cuda_conv_init (s, conv, src, in_channels, 1, e->h, e->w, error))
+  if (!cuda_conv_init (s, conv, src, name, in_channels, epilogue, 1, e->h,
+          e->w, error))
     return FALSE;
   e->h = cuda_conv_out_size (e->h, conv);
   e->w = cuda_conv_out_size (e->w, conv);
@@ -576,8 +577,8 @@ init_convs (CudaState *s, size_t *largest, size_t *stage_area,
   Extent e = { s->max_padded_h, s->max_padded_w,
     (int) (s->max_padded_area / s->max_padded_w), s->max_padded_w };
   *largest = 0;
-  if (!init_conv (s, &b->stem, &m->stem, s->input_channels, &e, largest,
-          error))
+  if (!init_conv (s, &b->stem, &m->stem, "the backbone's stem",
+          s->input_channels, CUDA_CONV_BIAS_RELU, &e, largest, error))
     return FALSE;
   e.h = (e.h - 1) / 2 + 1;
   e.w = (e.w - 1) / 2 + 1;
@@ -591,23 +592,37 @@ init_convs (CudaState *s, size_t *largest, size_t *stage_area,
       CudaBottleneck *blk = &b->blocks[L][i];
       Extent in = e;
       blk->has_downsample = src->has_downsample;
-      if (!init_conv (s, &blk->conv1, &src->conv1, src->conv1.in_channels,
-              &e, largest, error)
-          || !init_conv (s, &blk->conv2, &src->conv2,
-              src->conv2.in_channels, &e, largest, error)
+      char name[4][64];
+      static const char *const convs[4] = { "conv1", "conv2", "conv3",
+        "downsample" };
+      for (int j = 0; j < 4; j++)
+        g_snprintf (name[j], sizeof name[j], "backbone stage %d block %d %s",
+            L + 1, i, convs[j]);
+      if (!init_conv (s, &blk->conv1, &src->conv1, name[0],
+              src->conv1.in_channels, CUDA_CONV_BIAS_RELU, &e, largest,
+              error)
+          || !init_conv (s, &blk->conv2, &src->conv2, name[1],
+              src->conv2.in_channels, CUDA_CONV_BIAS_RELU, &e, largest,
+              error)
           || (src->has_downsample && !init_conv (s, &blk->downsample,
-                  &src->downsample, src->downsample.in_channels, &in,
-                  largest, error))
-          || !init_conv (s, &blk->conv3, &src->conv3,
-              src->conv3.in_channels, &e, largest, error))
+                  &src->downsample, name[3], src->downsample.in_channels,
+                  CUDA_CONV_BIAS, &in, largest, error))
+          || !init_conv (s, &blk->conv3, &src->conv3, name[2],
+              src->conv3.in_channels, CUDA_CONV_BIAS_ADD_RELU, &e, largest,
+              error))
         return FALSE;
     }
     stage_area[L] = (size_t) e.ah * e.aw;
     Extent lateral = e;
-    if (!init_conv (s, &b->fpn_inner[L], &m->fpn_inner[L],
-            m->fpn_inner[L].in_channels, &lateral, largest, error)
-        || !init_conv (s, &b->fpn_layer[L], &m->fpn_layer[L],
-            m->fpn_layer[L].in_channels, &lateral, largest, error))
+    char inner_name[64], layer_name[64];
+    g_snprintf (inner_name, sizeof inner_name, "FPN lateral %d", L);
+    g_snprintf (layer_name, sizeof layer_name, "FPN output %d", L);
+    if (!init_conv (s, &b->fpn_inner[L], &m->fpn_inner[L], inner_name,
+            m->fpn_inner[L].in_channels, CUDA_CONV_BIAS, &lateral, largest,
+            error)
+        || !init_conv (s, &b->fpn_layer[L], &m->fpn_layer[L], layer_name,
+            m->fpn_layer[L].in_channels, CUDA_CONV_BIAS, &lateral, largest,
+            error))
       return FALSE;
     if (L == 3)
       *p6_area = (size_t) ((e.ah + 1) / 2) * ((e.aw + 1) / 2);

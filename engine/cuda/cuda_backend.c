@@ -84,6 +84,25 @@ mrcnn_cuda_device_usable (int device_id, GError **error)
         device_id, n, n == 1 ? "" : "s");
     return FALSE;
   }
+  /* the binary holds kernels for its gpu_architectures only (SASS for
+   * each, PTX for the newest): none runs on an older GPU */
+  struct cudaDeviceProp prop;
+  err = cudaGetDeviceProperties (&prop, device_id);
+  if (err != cudaSuccess) {
+    cudaGetLastError ();
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_BACKEND,
+        "reading CUDA device %d's properties: %s", device_id,
+        cudaGetErrorString (err));
+    return FALSE;
+  }
+  int oldest = cuda_oldest_compute_capability ();
+  if (prop.major * 10 + prop.minor < oldest) {
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_BACKEND,
+        "CUDA device %d (%s) has compute capability %d.%d; this build's "
+        "CUDA kernels need %d.%d or newer", device_id, prop.name, prop.major,
+        prop.minor, oldest / 10, oldest % 10);
+    return FALSE;
+  }
   return TRUE;
 }
 
@@ -176,13 +195,16 @@ cuda_create (const MrcnnModel *m, const MrcnnOptions *options,
               cublas_workspace_size), "setting the cuBLAS workspace", error))
     goto fail;
 
+  /* creating the convolutions grows s->conv_workspace to the most any
+   * needs, and s->conv_trial, which goes once every layer is made */
   if (!cuda_backbone_create (s, error)
       || !cuda_proposals_create (s, error)
       || !cuda_roi_heads_create (s, error)
-      || !cuda_mask_head_create (s, error)
-      || !cuda_alloc (&s->conv_workspace, s->conv_workspace_size,
-          "the convolution workspace", error))
+      || !cuda_mask_head_create (s, error))
     goto fail;
+  cudaFree (s->conv_trial);
+  s->conv_trial = NULL;
+  s->conv_trial_size = 0;
 
   /* only dumps inspect (engine.c): without a dump directory the staging
    * buffers would hold tens of MiB of GPU memory for nothing */
@@ -225,6 +247,7 @@ cuda_destroy (gpointer state)
   cuda_proposals_destroy (s);
   cuda_backbone_destroy (s);
   cudaFree (s->conv_workspace);
+  cudaFree (s->conv_trial);
   cudaFree (s->cublas_workspace);
   cudaFree (s->inspect_device);
   g_free (s->inspect_host);

@@ -53,9 +53,15 @@ struct _CudaState {
   gboolean own_stream;          /* FALSE: the caller's (MrcnnOptions) */
   cudnnHandle_t cudnn;
   cublasHandle_t cublas;
-  /* shared by every convolution, sized for the most demanding one */
+  /* shared by every convolution, grown at creation to the most demanding
+   * algorithm tried */
   void *conv_workspace;
   size_t conv_workspace_size;
+  /* creation only: the input and output each layer's algorithms are tried
+   * on (cuda_conv_init), grown to the largest layer, freed once every
+   * layer is made */
+  void *conv_trial;
+  size_t conv_trial_size;
   void *cublas_workspace; /* cuBLAS's own, so that no GEMM allocates */
 
   /* the largest padded input any image gives: each side at most
@@ -114,6 +120,10 @@ gboolean cublas_check (cublasStatus_t status, const char *what,
  * names the buffer and its size. */
 gboolean cuda_alloc (void **ptr, size_t bytes, const char *what,
     GError **error);
+
+/* The oldest compute capability this build has device code for, as
+ * major * 10 + minor: the oldest of meson's gpu_architectures. */
+int cuda_oldest_compute_capability (void);
 
 /* Reports a launch error of the kernels just queued (cudaGetLastError). */
 #define CUDA_CHECK_LAUNCH(what, error) \

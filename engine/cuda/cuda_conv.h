@@ -1,40 +1,65 @@
 /* Convolutions on the device: cuDNN, NHWC, weights in the activation type
  * with batch norm already folded in (by the loaders, in fp32), the
- * algorithm chosen once when the layer is uploaded. */
+ * algorithm chosen (and tried) once when the layer is uploaded. */
 #ifndef MRCNN_CUDA_CONV_H
 #define MRCNN_CUDA_CONV_H
+
+/* What follows the convolution, fixed per layer (cuDNN's fused call is
+ * tried at creation for this very epilogue). */
+typedef enum {
+  CUDA_CONV_BIAS,           /* conv(x) + bias */
+  CUDA_CONV_BIAS_RELU,      /* relu(conv(x) + bias) */
+  CUDA_CONV_BIAS_ADD_RELU,  /* relu(conv(x) + bias + residual) */
+} CudaConvEpilogue;
+
+/* The input shapes a layer keeps described: a stream's frames share one
+ * size, but the RPN head runs on every FPN level of a frame. */
+#define CUDA_CONV_SHAPES MRCNN_FPN_LEVELS
+
+/* One input shape, its descriptors set (and its workspace checked) the
+ * first time the layer runs on it. */
+typedef struct {
+  int n, h, w;              /* n 0: not described yet */
+  cudnnTensorDescriptor_t x_desc, y_desc;
+} CudaConvShape;
 
 typedef struct {
   int in_channels;  /* as stored on the device (zero-padded for the stem) */
   int out_channels, kernel, stride, pad;
+  CudaConvEpilogue epilogue;
   void *weight;     /* [out][kernel][kernel][in], activation type */
   void *bias;       /* [out], activation type */
   cudnnFilterDescriptor_t weight_desc;
   cudnnTensorDescriptor_t bias_desc;
   cudnnConvolutionDescriptor_t desc;
+  cudnnActivationDescriptor_t act_desc; /* ReLU, or identity for BIAS */
   cudnnConvolutionFwdAlgo_t algo;
-  /* cuDNN has no fused bias-ReLU kernel for algo: ReLU as its own call */
-  gboolean unfused_relu;
-  /* set on each call from the input shape (no allocation) */
-  cudnnTensorDescriptor_t x_desc, y_desc;
+  /* cudnnConvolutionBiasActivationForward runs for algo and the epilogue;
+   * otherwise the convolution, then our own epilogue kernel */
+  gboolean fused;
+  CudaConvShape shapes[CUDA_CONV_SHAPES];
+  int next_shape;   /* the slot a new shape takes once all are in use */
 } CudaConv;
 
 /* Uploads src (input channels zero-padded to in_channels >= src's),
- * creates its descriptors and picks its algorithm (cuDNN's heuristics, the
- * first that works within the workspace limit) for inputs of up to max_n
- * images of max_h x max_w or max_w x max_h; raises s->conv_workspace_size
- * to what the algorithm needs for either. */
+ * creates its descriptors and picks its algorithm for inputs of up to
+ * max_n images of max_h x max_w or max_w x max_h: the first of cuDNN's
+ * heuristics' choices that fits the workspace limit and runs there (each
+ * is tried once on s->conv_trial), then whether the fused call runs with
+ * it.  Grows s->conv_workspace to what the tried algorithms need.  name
+ * names the layer in errors. */
 gboolean cuda_conv_init (CudaState *s, CudaConv *conv, const MrcnnConv *src,
-    int in_channels, int max_n, int max_h, int max_w, GError **error);
+    const char *name, int in_channels, CudaConvEpilogue epilogue, int max_n,
+    int max_h, int max_w, GError **error);
 void cuda_conv_clear (CudaConv *conv);
 
-/* y = [relu](conv(x) + bias [+ residual]) over n NHWC images of h x w;
- * residual has y's shape, or is NULL.  Queues on s->stream and allocates
- * nothing; fails with an error (never overruns) when this shape would need
- * more workspace than s->conv_workspace_size. */
+/* y = the layer's epilogue of conv(x) over n NHWC images of h x w;
+ * residual has y's shape, given exactly for CUDA_CONV_BIAS_ADD_RELU.
+ * Queues on s->stream and allocates nothing; fails with an error (never
+ * overruns) when this shape would need more workspace than
+ * s->conv_workspace_size. */
 gboolean cuda_conv_forward (CudaState *s, CudaConv *conv, const void *x,
-    int n, int h, int w, void *y, const void *residual, gboolean relu,
-    GError **error);
+    int n, int h, int w, void *y, const void *residual, GError **error);
 
 static inline int
 cuda_conv_out_size (int in, const CudaConv *conv)

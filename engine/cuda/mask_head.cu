@@ -118,8 +118,7 @@ mask_chunk (CudaState *s, int k, int first, int n, GError **error)
           P, TRUE, x, error))
     return FALSE;
   for (int j = 0; j < mh->n_layers; j++) {
-    if (!cuda_conv_forward (s, &mh->layers[j], x, n, P, P, y, NULL, TRUE,
-            error))
+    if (!cuda_conv_forward (s, &mh->layers[j], x, n, P, P, y, NULL, error))
       return FALSE;
     void *tmp = x;
     x = y;
@@ -651,8 +650,11 @@ cuda_mask_head_create (CudaState *s, GError **error)
   for (int j = 0; j < m->n_mask_layers; j++) {
     /* counted first, so that destroy clears a partly initialised layer */
     mh->n_layers = j + 1;
-    if (!cuda_conv_init (s, &mh->layers[j], &m->mask_layers[j],
-            m->mask_layers[j].in_channels, mh->chunk, P, P, error))
+    char name[64];
+    g_snprintf (name, sizeof name, "mask head conv %d", j + 1);
+    if (!cuda_conv_init (s, &mh->layers[j], &m->mask_layers[j], name,
+            m->mask_layers[j].in_channels, CUDA_CONV_BIAS_RELU, mh->chunk, P,
+            P, error))
       return FALSE;
     widest = MAX (widest, m->mask_layers[j].out_channels);
   }

@@ -606,12 +606,12 @@ cuda_proposals_create (CudaState *s, GError **error)
   size_t sort_items = matterport ? (size_t) p->max_anchors
       : MAX ((size_t) p->max_anchors, slots);
 
-  if (!cuda_conv_init (s, &p->conv, &m->rpn_conv, m->rpn_conv.in_channels,
-          1, top, top, error)
-      || !cuda_conv_init (s, &p->cls, &m->rpn_cls, m->rpn_cls.in_channels, 1,
-          top, top, error)
-      || !cuda_conv_init (s, &p->bbox, &m->rpn_bbox,
-          m->rpn_bbox.in_channels, 1, top, top, error))
+  if (!cuda_conv_init (s, &p->conv, &m->rpn_conv, "the RPN head's conv",
+          m->rpn_conv.in_channels, CUDA_CONV_BIAS_RELU, 1, top, top, error)
+      || !cuda_conv_init (s, &p->cls, &m->rpn_cls, "the RPN objectness",
+          m->rpn_cls.in_channels, CUDA_CONV_BIAS, 1, top, top, error)
+      || !cuda_conv_init (s, &p->bbox, &m->rpn_bbox, "the RPN box deltas",
+          m->rpn_bbox.in_channels, CUDA_CONV_BIAS, 1, top, top, error))
     return FALSE;
 
   if (!cuda_alloc (&p->hidden, (size_t) top * top * m->rpn_conv.out_channels
@@ -762,11 +762,11 @@ run_head (CudaState *s, const Levels *lv, GError **error)
     void *logits = (char *) p->logits + lv->cls_offset[l] * s->act_size;
     void *deltas = (char *) p->deltas + lv->bbox_offset[l] * s->act_size;
     if (!cuda_conv_forward (s, &p->conv, s->fpn[l], 1, h, w, p->hidden, NULL,
-            TRUE, error)
+            error)
         || !cuda_conv_forward (s, &p->cls, p->hidden, 1, h, w, logits, NULL,
-            FALSE, error)
+            error)
         || !cuda_conv_forward (s, &p->bbox, p->hidden, 1, h, w, deltas, NULL,
-            FALSE, error))
+            error))
       return FALSE;
   }
   return TRUE;

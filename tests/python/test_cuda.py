@@ -12,15 +12,24 @@ matterport model, so every image gives several detections.
 
 Limits (CUDA against CPU):
                        fp32          fp16
-  input                |d| <= 1e-5   |d| <= 1e-2 (half rounding of ~2.6)
+  input                |d| <= 1e-5   |d| <= 1e-3 max |ref| (half rounding,
+                                     2^-11 relative: 0.06 at matterport's
+                                     mean-subtracted +-151)
   FPN levels rel L2    1e-4          2e-2
   proposals matched    99 %          90 % (at IoU 0.99 / 0.9)
-  detections matched   99 %          95 %  (class, IoU >= 0.9)
+  detections matched   99 %          95 %  (class, IoU >= 0.9; at fp16 of
+                                     the larger of the two counts)
   box |diff|           0.5 px        2 px
   score |diff|         1e-3          1e-2
   mask IoU             0.99          0.95
-A detection may be unmatched when its score is within the score limit of
-the threshold or of the last score kept under the per-image cap.
+At fp32 every unmatched detection must be explained: its score is within
+the score limit of the model's own score threshold (torchvision's
+box_score_thresh, matterport's DETECTION_MIN_CONFIDENCE) or of the last
+score kept under the per-image cap.  At fp16 the matched share alone
+decides.  matterport's boxes are integers (rint): a coordinate may differ
+by exactly 1 px where the CPU's unrounded value is within 1e-4 of a .5 tie
+(as test_matterport.py), and such a box's mask, resized to another size,
+is not compared.
 
 --sanitizer runs, instead, compute-sanitizer (memcheck with leak check,
 racecheck) over one detection of each variant and precision.
@@ -46,16 +55,20 @@ import numpy as np
 
 import harness
 import matterport_fixtures as fx
+import matterport_reference
 import models
 import test_parity
 
+# "input": harness.compare_tensor's bound; "explained": every unmatched
+# detection must be near a cut-off
 LIMITS = {
-    "fp32": {"input": 1e-5, "fpn": 1e-4, "proposals": (0.99, 0.99), "matched": 0.99,
-             "box": 0.5, "score": 1e-3, "mask_iou": 0.99},
-    "fp16": {"input": 1e-2, "fpn": 2e-2, "proposals": (0.90, 0.9), "matched": 0.95,
-             "box": 2.0, "score": 1e-2, "mask_iou": 0.95},
+    "fp32": {"input": {"max_abs": 1e-5}, "fpn": 1e-4, "proposals": (0.99, 0.99), "matched": 0.99,
+             "explained": True, "box": 0.5, "score": 1e-3, "mask_iou": 0.99},
+    "fp16": {"input": {"rel_max": 1e-3}, "fpn": 2e-2, "proposals": (0.90, 0.9), "matched": 0.95,
+             "explained": False, "box": 2.0, "score": 1e-2, "mask_iou": 0.95},
 }
 MATCH_IOU = 0.9
+ROUNDING_EPS = 1e-4  # of a .5 tie, as test_matterport.py
 FPN_NAMES = ["fpn_0", "fpn_1", "fpn_2", "fpn_3", "fpn_pool"]
 
 
@@ -75,9 +88,32 @@ def detections(result):
     return boxes, scores, labels
 
 
-def compare_final(checks, name, ref, eng, limits, score_thresh, max_detections):
+def matterport_unrounded(dump, image, config):
+    """The CPU's matterport boxes before their rounding to integers (x1, y1,
+    x2, y2 original pixels), in the order of its output: its detections.npy
+    (normalised y1, x1, y2, x2, score, label) unmolded as
+    matterport_reference.unmold, zero-area boxes dropped."""
+    raw = np.load(dump / "detections.npy")
+    molded, window, _, _, _ = matterport_reference.mold_image(image, config)
+    f32 = matterport_reference.F32
+    wy1, wx1, wy2, wx2 = matterport_reference.norm_boxes(np.asarray(window, np.float64),
+                                                         *molded.shape[:2])
+    shift = np.array([wy1, wx1, wy1, wx1], f32)
+    scale = np.array([wy2 - wy1, wx2 - wx1, wy2 - wy1, wx2 - wx1], f32)
+    h0, w0 = image.shape[:2]
+    boxes = (raw[:, :4].astype(f32) - shift) / scale
+    # float32 times int64: float64, as NumPy in denorm_boxes
+    unrounded = (boxes * np.array([h0 - 1, w0 - 1, h0 - 1, w0 - 1], np.int64)
+                 + np.array([0, 0, 1, 1], np.int64))
+    rounded = np.around(unrounded)
+    keep = (rounded[:, 2] - rounded[:, 0]) * (rounded[:, 3] - rounded[:, 1]) > 0
+    return unrounded[keep][:, [1, 0, 3, 2]]
+
+
+def compare_final(checks, name, ref, eng, limits, score_thresh, max_detections, unrounded=None):
     """Set-wise comparison of two mrcnn-detect results (boxes in original
-    pixels, RLE masks)."""
+    pixels, RLE masks).  score_thresh, max_detections: the model's own cuts;
+    unrounded: matterport_unrounded's boxes of ref, None for torchvision."""
     ref_boxes, ref_scores, ref_labels = detections(ref)
     eng_boxes, eng_scores, eng_labels = detections(eng)
     pairs, ref_unmatched, eng_unmatched = harness.greedy_match(
@@ -93,26 +129,43 @@ def compare_final(checks, name, ref, eng, limits, score_thresh, max_detections):
                     if not at_cutoff(ref_scores[i], ref_cap)]
                    + [f"CUDA #{j} ({eng_scores[j]:.4f})" for j in eng_unmatched
                       if not at_cutoff(eng_scores[j], eng_cap)])
-    fraction = len(pairs) / len(ref_scores) if len(ref_scores) else 1.0
+    # where the share alone decides, extra CUDA detections count against it
+    total = len(ref_scores) if limits["explained"] else max(len(ref_scores), len(eng_scores))
+    fraction = len(pairs) / total if total else 1.0
     checks.check(f"{name} detections matched",
-                 len(ref_scores) >= 3 and fraction >= limits["matched"] and not unexplained,
+                 len(ref_scores) >= 3 and fraction >= limits["matched"]
+                 and not (limits["explained"] and unexplained),
                  f"CUDA {len(eng_scores)}, CPU {len(ref_scores)}, {len(pairs)} matched "
                  f"({fraction:.2%}, need {limits['matched']:.0%})"
                  + (f"; unmatched away from a cut-off: {', '.join(unexplained[:6])}" if unexplained else ""))
-    box = max((float(np.abs(ref_boxes[i] - eng_boxes[j]).max()) for i, j in pairs), default=0.0)
+
+    def rounding_tie(i, j):
+        """Integer boxes apart only by 1 px where the CPU's unrounded
+        coordinate sits at a .5 tie, which a last-bit difference flips."""
+        if unrounded is None:
+            return False
+        diff = np.abs(ref_boxes[i] - eng_boxes[j])
+        near_half = np.abs(np.abs(unrounded[i] - np.floor(unrounded[i])) - 0.5) <= ROUNDING_EPS
+        return bool(diff.any() and np.all((diff == 0) | ((diff == 1) & near_half)))
+
+    ties = {(i, j) for i, j in pairs if rounding_tie(i, j)}
+    compared = [(i, j) for i, j in pairs if (i, j) not in ties]
+    box = max((float(np.abs(ref_boxes[i] - eng_boxes[j]).max()) for i, j in compared), default=0.0)
     score = max((abs(ref_scores[i] - eng_scores[j]) for i, j in pairs), default=0.0)
-    checks.check(f"{name} boxes", box <= limits["box"], f"max |diff| {box:.3g} px (limit {limits['box']})")
+    checks.check(f"{name} boxes", box <= limits["box"], f"max |diff| {box:.3g} px (limit {limits['box']})"
+                 + (f"; {len(ties)} off by 1 px at a .5 rounding tie" if ties else ""))
     checks.check(f"{name} scores", score <= limits["score"],
                  f"max |diff| {score:.3g} (limit {limits['score']})")
     height, width = ref["height"], ref["width"]
     worst = 1.0
-    for i, j in pairs:
+    for i, j in compared:
         a = harness.rle_decode(ref["detections"][i]["mask"]["counts"], height, width)
         b = harness.rle_decode(eng["detections"][j]["mask"]["counts"], height, width)
         union = np.count_nonzero(a | b)
         worst = min(worst, np.count_nonzero(a & b) / union if union else 1.0)
     checks.check(f"{name} masks", worst >= limits["mask_iou"],
-                 f"{len(pairs)} masks, min IoU {worst:.4f} (limit {limits['mask_iou']})")
+                 f"{len(compared)} masks, min IoU {worst:.4f} (limit {limits['mask_iou']})"
+                 + (f"; {len(ties)} of boxes at a rounding tie not compared" if ties else ""))
 
 
 def compare_stages(checks, name, ref_dir, eng_dir, limits):
@@ -122,7 +175,7 @@ def compare_stages(checks, name, ref_dir, eng_dir, limits):
         return np.load(path) if path.exists() else None
 
     harness.compare_tensor(checks, f"{name} input", load(ref_dir, "input"), load(eng_dir, "input"),
-                           max_abs=limits["input"])
+                           **limits["input"])
     for stem in FPN_NAMES:
         harness.compare_tensor(checks, f"{name} {stem}", load(ref_dir, stem), load(eng_dir, stem),
                                rel_l2=limits["fpn"])
@@ -141,8 +194,11 @@ def compare_stages(checks, name, ref_dir, eng_dir, limits):
                  f"(need {need:.0%})")
 
 
-def run_pair(checks, detect, scratch, name, model_path, image, extra=()):
-    """CPU once, then CUDA at both precisions, on one image."""
+def run_pair(checks, detect, scratch, name, model_path, image, cuts, matterport_config=None,
+             extra=()):
+    """CPU once, then CUDA at both precisions, on one image.  cuts: the
+    model's (score threshold, max detections); matterport_config: the
+    configuration of a matterport model, None for torchvision."""
     image_path = scratch / f"{name}.png"
     harness.save_png(image, image_path)
     dumps = {}
@@ -160,11 +216,13 @@ def run_pair(checks, detect, scratch, name, model_path, image, extra=()):
         results[backend, precision] = lines[0]
         dumps[backend, precision] = dump
     ref = results["cpu", "fp32"]
+    unrounded = (matterport_unrounded(dumps["cpu", "fp32"], image, matterport_config)
+                 if matterport_config else None)
     for precision in ("fp32", "fp16"):
         limits = LIMITS[precision]
         label = f"{name} {precision}"
         compare_stages(checks, label, dumps["cpu", "fp32"], dumps["cuda", precision], limits)
-        compare_final(checks, label, ref, results["cuda", precision], limits, 0.05, 100)
+        compare_final(checks, label, ref, results["cuda", precision], limits, *cuts, unrounded)
 
 
 def torchvision_on_gpu(checks, detect, scratch):
@@ -201,7 +259,8 @@ def torchvision_on_gpu(checks, detect, scratch):
         except RuntimeError as error:
             checks.check(f"{name} runs", False, str(error))
             continue
-        compare_final(checks, name, ref, eng, LIMITS["fp32"], 0.05, 100)
+        compare_final(checks, name, ref, eng, LIMITS["fp32"], model.roi_heads.score_thresh,
+                      model.roi_heads.detections_per_img)
 
 
 def sanitizer_runs(checks, detect, scratch, models_by_variant):
@@ -243,7 +302,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         scratch = pathlib.Path(tmp)
         narrow = scratch / "narrow.safetensors"
-        test_parity.build("narrow", narrow)
+        narrow_model = test_parity.build("narrow", narrow)
         probe = scratch / "probe.png"
         harness.save_png(models.synthetic_image(64, 64, 1), probe)
         why = cuda_unavailable(args.detect, narrow, probe)
@@ -260,21 +319,27 @@ def main():
             sanitizer_runs(checks, args.detect, scratch,
                            {"torchvision": narrow, "matterport": matterport})
             checks.finish()
+        heads = narrow_model.roi_heads
         for height, width, seed in test_parity.IMAGES["narrow"][:3]:
             run_pair(checks, args.detect, scratch, f"narrow-{height}x{width}", narrow,
-                     models.synthetic_image(height, width, seed))
+                     models.synthetic_image(height, width, seed),
+                     (heads.score_thresh, heads.detections_per_img))
         r50 = scratch / "r50.safetensors"
-        test_parity.build("r50", r50)
+        heads = test_parity.build("r50", r50).roi_heads
         for height, width, seed in test_parity.IMAGES["r50"]:
             run_pair(checks, args.detect, scratch, f"r50-{height}x{width}", r50,
-                     models.synthetic_image(height, width, seed))
+                     models.synthetic_image(height, width, seed),
+                     (heads.score_thresh, heads.detections_per_img))
 
         weights = fx.calibrated_weights("narrow")
         matterport = scratch / "matterport-narrow.h5"
         fx.write_h5(matterport, weights, "narrow")
+        # no sidecar: the file runs at matterport's own configuration
+        config = matterport_reference.DEFAULT_CONFIG
         for height, width, seed in fx.TEST_IMAGES["narrow"][:3]:
             run_pair(checks, args.detect, scratch, f"matterport-{height}x{width}", matterport,
-                     models.synthetic_image(height, width, seed))
+                     models.synthetic_image(height, width, seed),
+                     (config["DETECTION_MIN_CONFIDENCE"], config["DETECTION_MAX_INSTANCES"]), config)
     checks.finish()
 
 
