@@ -194,6 +194,7 @@ struct _GstMaskRcnnAnalyzer {
   MrcnnEngine *engine;
   gchar **class_names; /* labels file, or the model's names */
   int num_classes;
+  gchar *name;         /* the weights file's name, for the meta */
 };
 
 static void
@@ -203,6 +204,7 @@ analyzer_clear (gpointer data)
   mrcnn_engine_free (a->engine);
   mrcnn_model_free (a->model);
   g_strfreev (a->class_names);
+  g_free (a->name);
 }
 
 static GstMaskRcnnAnalyzer *
@@ -348,6 +350,7 @@ analyzer_load (const LoadSettings *s, GstResourceError *code, GError **error)
     goto failed;
   }
   a->num_classes = mrcnn_model_num_classes (a->model);
+  a->name = g_path_get_basename (s->model_path);
   if (s->labels_path && *s->labels_path) {
     a->class_names = read_labels (s->labels_path, a->num_classes, &cause);
     if (!a->class_names) {
@@ -918,9 +921,14 @@ gst_mask_rcnn_sink_event (GstBaseTransform *trans, GstEvent *event)
       g_mutex_unlock (&self->lock);
       begin_epoch (self, TRUE);
       break;
-    case GST_EVENT_STREAM_START:
+    case GST_EVENT_STREAM_START:{
+      const gchar *id = NULL;
+      gst_event_parse_stream_start (event, &id);
+      g_free (self->stream_id);
+      self->stream_id = g_strdup (id);
       begin_epoch (self, TRUE);
       break;
+    }
     default:
       break;
   }
@@ -1134,6 +1142,9 @@ attach_results (GstMaskRcnn *self, GstBuffer *buffer, guint64 frame_number)
   meta->frame_number = frame_number;
   meta->result_frame_number = self->latest.frame_number;
   meta->result_pts = self->latest.pts;
+  gst_mask_rcnn_meta_set_source (meta, self->stream_id
+      ? self->stream_id : GST_ELEMENT_NAME (self),
+      self->latest.analyzer->name);
   GstClockTime pts = GST_BUFFER_PTS (buffer);
   if (!meta->repeated)
     meta->result_age = 0;
@@ -1264,6 +1275,7 @@ gst_mask_rcnn_finalize (GObject *object)
   g_free (self->config_path);
   g_free (self->labels_path);
   g_free (self->classes);
+  g_free (self->stream_id);
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 static void

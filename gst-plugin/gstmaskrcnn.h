@@ -91,6 +91,7 @@ struct _GstMaskRcnn {
 
   /* the streaming thread's own (window_*: under the object lock) */
   guint64 frame_count;     /* frames of this stream */
+  gchar *stream_id;        /* upstream's, from STREAM_START */
   guint skip_left;         /* frames `interval` still skips */
   gboolean stream_started; /* upstream_live queried for this stream */
   guint64 analysed, skipped_late;

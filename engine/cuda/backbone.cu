@@ -8,6 +8,7 @@
  * contract a multiply and an add into an FMA the host code never does:
  * the CUDA input is the CPU backend's, bit for bit, in fp32. */
 #include "cuda_backend.h"
+#include "cuda_act.cuh"
 
 #include <math.h>
 #include <string.h>
@@ -19,30 +20,6 @@ blocks_for (size_t n)
 {
   return (unsigned int) CLAMP ((n + THREADS - 1) / THREADS, 1,
       (size_t) 1 << 20);
-}
-
-static __device__ __forceinline__ float
-act_load (const float *p, size_t i)
-{
-  return p[i];
-}
-
-static __device__ __forceinline__ float
-act_load (const __half *p, size_t i)
-{
-  return __half2float (p[i]);
-}
-
-static __device__ __forceinline__ void
-act_store (float *p, size_t i, float v)
-{
-  p[i] = v;
-}
-
-static __device__ __forceinline__ void
-act_store (__half *p, size_t i, float v)
-{
-  p[i] = __float2half_rn (v);
 }
 
 #define GRID_STRIDE_LOOP(i, n) \

@@ -13,6 +13,7 @@
  * input before it is kept, and so is the fused bias-activation call with
  * the one kept: no frame meets a refusal found at creation. */
 #include "cuda_backend.h"
+#include "cuda_act.cuh"
 
 #include <string.h>
 
@@ -42,30 +43,6 @@ static gboolean
 not_supported (cudnnStatus_t status)
 {
   return CUDNN_STATUS_CATEGORY (status) == CUDNN_STATUS_NOT_SUPPORTED;
-}
-
-static __device__ __forceinline__ float
-act_to_float (float v)
-{
-  return v;
-}
-
-static __device__ __forceinline__ float
-act_to_float (__half v)
-{
-  return __half2float (v);
-}
-
-static __device__ __forceinline__ void
-act_store (float *p, size_t i, float v)
-{
-  p[i] = v;
-}
-
-static __device__ __forceinline__ void
-act_store (__half *p, size_t i, float v)
-{
-  p[i] = __float2half_rn (v);
 }
 
 gboolean
@@ -417,9 +394,9 @@ epilogue_kernel (T *y, const T *bias, const T *residual, size_t total,
 {
   for (size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x; i < total;
       i += (size_t) gridDim.x * blockDim.x) {
-    float v = act_to_float (y[i]) + act_to_float (bias[i % c]);
+    float v = act_load (y, i) + act_load (bias, i % c);
     if (residual)
-      v += act_to_float (residual[i]);
+      v += act_load (residual, i);
     if (relu)
       v = fmaxf (v, 0.0f);
     act_store (y, i, v);
@@ -489,7 +466,7 @@ nhwc_to_nchw_float_kernel (const T *src, size_t plane, int c, float *dst)
   for (size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x; i < total;
       i += (size_t) gridDim.x * blockDim.x) {
     size_t ci = i / plane, p = i % plane;
-    dst[i] = act_to_float (src[p * c + ci]);
+    dst[i] = act_load (src, p * c + ci);
   }
 }
 

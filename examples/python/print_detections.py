@@ -4,12 +4,13 @@ frame from a pad probe and saves the first detection's mask as a PNG.
 
     print_detections.py MODEL FILE [MASK.png]
 
-Needs PyGObject (python3-gi), GStreamer's typelibs and the GstMaskRcnn
+Needs PyGObject (python3-gi), NumPy, GStreamer's typelibs and the GstMaskRcnn
 typelib of this project (GI_TYPELIB_PATH when not installed).
 """
 import sys
 
 import gi
+import numpy as np
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstMaskRcnn", "1.0")
@@ -28,19 +29,24 @@ def on_buffer(pad, info, state):
             d = meta.get_detection(i)
             x, y, w, h = d.get_box()
             mx, my, mw, mh = d.get_mask_rect()
-            mask = d.get_mask()  # bytes, mw x mh, row-major
+            # get_mask() copies the mask out of the meta once, as bytes (mw x
+            # mh, row-major, at frame pixel mx, my); frombuffer views them
+            # without a second copy (read-only).  d.dup_full_mask(
+            # meta.frame_width, meta.frame_height) pastes it into a frame.
+            mask = np.frombuffer(d.get_mask() or b"", np.uint8).reshape(mh, mw)
             print(f"  {d.get_class_name():12s} {d.score:.3f}  box {x:.1f},{y:.1f} "
-                  f"{w:.1f}x{h:.1f}  mask {sum(v >= 128 for v in mask)} px")
+                  f"{w:.1f}x{h:.1f}  mask {np.count_nonzero(mask >= 128)} px")
             if state["png"] and not state["saved"]:
-                save_mask(state["png"], mask, mw, mh)
+                save_mask(state["png"], mask)
                 state["saved"] = True
     state["frame"] += 1
     return Gst.PadProbeReturn.OK
 
 
-def save_mask(path, mask, width, height):
+def save_mask(path, mask):
     from PIL import Image
-    Image.frombytes("L", (width, height), bytes(mask)).save(path)
+    Image.fromarray(mask).save(path)  # uint8 rows x columns: mode L
+    height, width = mask.shape
     print(f"  (mask of the first detection saved to {path}, {width}x{height})")
 
 

@@ -17,6 +17,7 @@ meta_init (GstMeta *meta, gpointer params, GstBuffer *buffer)
   m->inference_time = GST_CLOCK_TIME_NONE;
   m->frame_number = m->result_frame_number = 0;
   m->result_pts = m->result_age = GST_CLOCK_TIME_NONE;
+  m->stream_id = m->model_name = NULL;
   m->n_detections = m->capacity = 0;
   m->detections = NULL;
   return TRUE;
@@ -33,6 +34,8 @@ meta_free (GstMeta *meta, GstBuffer *buffer)
   g_free (m->detections);
   m->detections = NULL;
   m->n_detections = m->capacity = 0;
+  g_clear_pointer (&m->stream_id, g_free);
+  g_clear_pointer (&m->model_name, g_free);
 }
 
 static GstMaskRcnnMeta *
@@ -40,6 +43,8 @@ add_empty_like (GstBuffer *buffer, const GstMaskRcnnMeta *src, guint width,
     guint height)
 {
   GstMaskRcnnMeta *m = gst_buffer_add_mask_rcnn_meta (buffer, width, height);
+  if (!m)
+    return NULL;
   m->repeated = src->repeated;
   m->soft_masks = src->soft_masks;
   m->inference_time = src->inference_time;
@@ -47,6 +52,7 @@ add_empty_like (GstBuffer *buffer, const GstMaskRcnnMeta *src, guint width,
   m->result_frame_number = src->result_frame_number;
   m->result_pts = src->result_pts;
   m->result_age = src->result_age;
+  gst_mask_rcnn_meta_set_source (m, src->stream_id, src->model_name);
   return m;
 }
 
@@ -88,6 +94,8 @@ meta_transform (GstBuffer *dest, GstMeta *meta, GstBuffer *buffer,
   if (GST_META_TRANSFORM_IS_COPY (type)) {
     GstMaskRcnnMeta *m = add_empty_like (dest, src, src->frame_width,
         src->frame_height);
+    if (!m)
+      return FALSE;
     for (guint i = 0; i < src->n_detections; i++) {
       const GstMaskRcnnDetection *d = &src->detections[i];
       gst_mask_rcnn_meta_add_detection (m, d->class_id, d->class_name,
@@ -106,6 +114,8 @@ meta_transform (GstBuffer *dest, GstMeta *meta, GstBuffer *buffer,
     double sx = (double) w / src->frame_width;
     double sy = (double) h / src->frame_height;
     GstMaskRcnnMeta *m = add_empty_like (dest, src, w, h);
+    if (!m)
+      return FALSE;
     for (guint i = 0; i < src->n_detections; i++)
       add_scaled (m, &src->detections[i], sx, sy);
     return TRUE;
@@ -165,7 +175,8 @@ gst_buffer_get_mask_rcnn_meta (GstBuffer *buffer)
  *
  * Attaches an empty detection list.
  *
- * Returns: (transfer none): the new meta
+ * Returns: (transfer none) (nullable): the new meta, or %NULL (with a
+ *   critical warning) when @buffer is not writable
  */
 GstMaskRcnnMeta *
 gst_buffer_add_mask_rcnn_meta (GstBuffer *buffer, guint frame_width,
@@ -173,13 +184,56 @@ gst_buffer_add_mask_rcnn_meta (GstBuffer *buffer, guint frame_width,
 {
   GstMaskRcnnMeta *m = (GstMaskRcnnMeta *) gst_buffer_add_meta (buffer,
       GST_MASK_RCNN_META_INFO, NULL);
+  /* gst_buffer_add_meta refuses a buffer that is not writable, which a
+   * binding can easily pass from a pad probe */
+  if (!m)
+    return NULL;
   m->frame_width = frame_width;
   m->frame_height = frame_height;
   return m;
 }
 
+/* Appends a detection and copies (or zeroes) its mask.  With @try_alloc
+ * (sizes given by a binding) a mask too large to allocate adds nothing and
+ * returns NULL instead of aborting the process. */
+static GstMaskRcnnDetection *
+append_detection (GstMaskRcnnMeta *meta, gint class_id,
+    const gchar *class_name, gfloat score, gfloat x, gfloat y, gfloat width,
+    gfloat height, gint mask_x, gint mask_y, guint mask_width,
+    guint mask_height, const guint8 *mask, gboolean try_alloc)
+{
+  gsize size = (gsize) mask_width * mask_height;
+  guint8 *copy = NULL;
+
+  if (size) {
+    copy = try_alloc ? g_try_malloc (size) : g_malloc (size);
+    if (!copy)
+      return NULL;
+    if (mask)
+      memcpy (copy, mask, size);
+    else
+      memset (copy, 0, size);
+  }
+  if (meta->n_detections == meta->capacity) {
+    meta->capacity = MAX (8, 2 * meta->capacity);
+    meta->detections = g_renew (GstMaskRcnnDetection, meta->detections,
+        meta->capacity);
+  }
+  GstMaskRcnnDetection *d = &meta->detections[meta->n_detections++];
+  *d = (GstMaskRcnnDetection) {
+    .class_id = class_id,
+    .class_name = g_strdup (class_name),
+    .score = score,
+    .x = x, .y = y, .width = width, .height = height,
+    .mask_x = mask_x, .mask_y = mask_y,
+    .mask_width = mask_width, .mask_height = mask_height,
+    .mask = copy,
+  };
+  return d;
+}
+
 /**
- * gst_mask_rcnn_meta_add_detection:
+ * gst_mask_rcnn_meta_add_detection: (skip)
  * @meta: a #GstMaskRcnnMeta
  * @class_id: class index
  * @class_name: class name (copied)
@@ -197,6 +251,9 @@ gst_buffer_add_mask_rcnn_meta (GstBuffer *buffer, guint frame_width,
  *
  * Appends a detection; the meta owns copies of the name and the mask.
  *
+ * Bindings cannot say how long @mask is: they call
+ * gst_mask_rcnn_meta_add_detection_len() instead, under this name.
+ *
  * Returns: (transfer none): the new detection
  */
 GstMaskRcnnDetection *
@@ -205,23 +262,103 @@ gst_mask_rcnn_meta_add_detection (GstMaskRcnnMeta *meta, gint class_id,
     gfloat height, gint mask_x, gint mask_y, guint mask_width,
     guint mask_height, const guint8 *mask)
 {
-  if (meta->n_detections == meta->capacity) {
-    meta->capacity = MAX (8, 2 * meta->capacity);
-    meta->detections = g_renew (GstMaskRcnnDetection, meta->detections,
-        meta->capacity);
-  }
-  gsize size = (gsize) mask_width * mask_height;
-  GstMaskRcnnDetection *d = &meta->detections[meta->n_detections++];
-  *d = (GstMaskRcnnDetection) {
-    .class_id = class_id,
-    .class_name = g_strdup (class_name),
-    .score = score,
-    .x = x, .y = y, .width = width, .height = height,
-    .mask_x = mask_x, .mask_y = mask_y,
-    .mask_width = mask_width, .mask_height = mask_height,
-    .mask = size ? (mask ? g_memdup2 (mask, size) : g_malloc0 (size)) : NULL,
-  };
-  return d;
+  return append_detection (meta, class_id, class_name, score, x, y, width,
+      height, mask_x, mask_y, mask_width, mask_height, mask, FALSE);
+}
+
+/**
+ * gst_mask_rcnn_meta_add_detection_len: (rename-to gst_mask_rcnn_meta_add_detection)
+ * @meta: a #GstMaskRcnnMeta
+ * @class_id: class index
+ * @class_name: class name (copied)
+ * @score: confidence
+ * @x: box left, frame pixels
+ * @y: box top
+ * @width: box width
+ * @height: box height
+ * @mask_x: frame column of the mask's first column
+ * @mask_y: frame row of the mask's first row
+ * @mask_width: mask columns
+ * @mask_height: mask rows
+ * @mask: (array length=mask_size) (nullable): mask_width x mask_height
+ *   bytes to copy, row-major, or %NULL for an all-zero mask
+ * @mask_size: number of bytes in @mask: mask_width x mask_height (0 when
+ *   @mask is %NULL)
+ *
+ * gst_mask_rcnn_meta_add_detection() with the length of @mask, which is
+ * checked: this is the variant bindings call (as add_detection).  A mask of
+ * the wrong size is refused with a critical warning, and a mask too large
+ * to allocate is refused too; nothing is added then.
+ *
+ * Returns: (transfer none) (nullable): the new detection, or %NULL when
+ *   nothing was added
+ */
+GstMaskRcnnDetection *
+gst_mask_rcnn_meta_add_detection_len (GstMaskRcnnMeta *meta, gint class_id,
+    const gchar *class_name, gfloat score, gfloat x, gfloat y, gfloat width,
+    gfloat height, gint mask_x, gint mask_y, guint mask_width,
+    guint mask_height, const guint8 *mask, gsize mask_size)
+{
+  gsize size;
+
+  g_return_val_if_fail (meta != NULL, NULL);
+  g_return_val_if_fail (g_size_checked_mul (&size, mask_width, mask_height),
+      NULL);
+  g_return_val_if_fail (mask == NULL || mask_size == size, NULL);
+  return append_detection (meta, class_id, class_name, score, x, y, width,
+      height, mask_x, mask_y, mask_width, mask_height, mask, TRUE);
+}
+
+/**
+ * gst_mask_rcnn_meta_set_source:
+ * @meta: a #GstMaskRcnnMeta
+ * @stream_id: (nullable): stream-id of the frame's stream (copied)
+ * @model_name: (nullable): name of the model that computed the results
+ *   (copied)
+ *
+ * Sets #GstMaskRcnnMeta.stream_id and #GstMaskRcnnMeta.model_name,
+ * replacing (and freeing) the previous values.
+ */
+void
+gst_mask_rcnn_meta_set_source (GstMaskRcnnMeta *meta, const gchar *stream_id,
+    const gchar *model_name)
+{
+  g_return_if_fail (meta != NULL);
+
+  /* copy before freeing: the arguments may be the meta's own strings */
+  gchar *s = g_strdup (stream_id), *m = g_strdup (model_name);
+  g_free (meta->stream_id);
+  g_free (meta->model_name);
+  meta->stream_id = s;
+  meta->model_name = m;
+}
+
+/**
+ * gst_mask_rcnn_meta_get_stream_id:
+ * @meta: a #GstMaskRcnnMeta
+ *
+ * Returns: (transfer none) (nullable): the stream-id of the stream the
+ *   frame belongs to, or %NULL when unknown
+ */
+const gchar *
+gst_mask_rcnn_meta_get_stream_id (GstMaskRcnnMeta *meta)
+{
+  g_return_val_if_fail (meta != NULL, NULL);
+  return meta->stream_id;
+}
+
+/**
+ * gst_mask_rcnn_meta_get_model_name:
+ * @meta: a #GstMaskRcnnMeta
+ *
+ * Returns: (transfer none) (nullable): the name of the model that computed
+ *   the results, or %NULL when unknown
+ */
+const gchar *
+gst_mask_rcnn_meta_get_model_name (GstMaskRcnnMeta *meta)
+{
+  g_return_val_if_fail (meta != NULL, NULL);
+  return meta->model_name;
 }
 
 /**
@@ -241,7 +378,8 @@ gst_mask_rcnn_meta_get_n_detections (GstMaskRcnnMeta *meta)
  * @meta: a #GstMaskRcnnMeta
  * @index: 0 .. n_detections - 1 (by descending score)
  *
- * Returns: (transfer none) (nullable): the detection, %NULL past the end
+ * Returns: (transfer none) (nullable): the detection, %NULL past the end;
+ *   it belongs to @meta and lives as long as the buffer's meta
  */
 GstMaskRcnnDetection *
 gst_mask_rcnn_meta_get_detection (GstMaskRcnnMeta *meta, guint index)
@@ -302,8 +440,13 @@ gst_mask_rcnn_detection_get_mask_rect (GstMaskRcnnDetection *detection,
  * @detection: a #GstMaskRcnnDetection
  * @size: (out): number of bytes (mask_width x mask_height)
  *
+ * The mask in its rectangle (gst_mask_rcnn_detection_get_mask_rect()).
+ * From Python this is one `bytes` copy, which
+ * `numpy.frombuffer (mask, numpy.uint8).reshape (mask_height, mask_width)`
+ * reads without another.
+ *
  * Returns: (transfer none) (array length=size) (nullable): the mask bytes,
- *   row-major
+ *   row-major, or %NULL (size 0) when the rectangle is empty
  */
 const guint8 *
 gst_mask_rcnn_detection_get_mask (GstMaskRcnnDetection *detection,
@@ -312,4 +455,93 @@ gst_mask_rcnn_detection_get_mask (GstMaskRcnnDetection *detection,
   *size = detection->mask ? (gsize) detection->mask_width
       * detection->mask_height : 0;
   return detection->mask;
+}
+
+/* Copies the part of the detection's mask rectangle that lies inside a
+ * frame_width x frame_height frame into @out (already zeroed): the
+ * rectangle is clipped to the frame when it is made, but a meta made by an
+ * application may not be. */
+static void
+paste_mask (const GstMaskRcnnDetection *d, guint frame_width,
+    guint frame_height, guint8 *out)
+{
+  if (!d->mask)
+    return;
+  gint64 x0 = MAX (d->mask_x, 0), y0 = MAX (d->mask_y, 0);
+  gint64 x1 = MIN ((gint64) d->mask_x + d->mask_width, (gint64) frame_width);
+  gint64 y1 = MIN ((gint64) d->mask_y + d->mask_height,
+      (gint64) frame_height);
+  for (gint64 r = y0; r < y1 && x0 < x1; r++)
+    memcpy (out + r * frame_width + x0,
+        d->mask + (r - d->mask_y) * d->mask_width + (x0 - d->mask_x),
+        x1 - x0);
+}
+
+/**
+ * gst_mask_rcnn_detection_get_full_mask: (skip)
+ * @detection: a #GstMaskRcnnDetection
+ * @frame_width: width of the frame (#GstMaskRcnnMeta.frame_width)
+ * @frame_height: height of the frame (#GstMaskRcnnMeta.frame_height)
+ * @out: frame_width x frame_height bytes to write, row-major
+ *
+ * Writes the detection's mask at its place in a whole frame: frame pixel
+ * (col, row) is `out[row * frame_width + col]`, the mask's value inside
+ * its rectangle and 0 elsewhere (the part of the rectangle outside the
+ * frame is dropped).  Values are as in the mask: 0/255, or 0..255 with
+ * soft masks.
+ *
+ * Bindings, which cannot pass a buffer of a given size, use
+ * gst_mask_rcnn_detection_dup_full_mask().
+ */
+void
+gst_mask_rcnn_detection_get_full_mask (GstMaskRcnnDetection *detection,
+    guint frame_width, guint frame_height, guint8 *out)
+{
+  g_return_if_fail (detection != NULL);
+  if (!frame_width || !frame_height)
+    return;
+  g_return_if_fail (out != NULL);
+
+  memset (out, 0, (gsize) frame_width * frame_height);
+  paste_mask (detection, frame_width, frame_height, out);
+}
+
+/**
+ * gst_mask_rcnn_detection_dup_full_mask:
+ * @detection: a #GstMaskRcnnDetection
+ * @frame_width: width of the frame (#GstMaskRcnnMeta.frame_width)
+ * @frame_height: height of the frame (#GstMaskRcnnMeta.frame_height)
+ * @size: (out) (optional): number of bytes returned (frame_width x
+ *   frame_height, or 0)
+ *
+ * gst_mask_rcnn_detection_get_full_mask() into a new buffer: the mask at
+ * its place in a whole frame, row-major, 0 outside its rectangle.  From
+ * Python it is `bytes`, which
+ * `numpy.frombuffer (full, numpy.uint8).reshape (frame_height, frame_width)`
+ * reads without a copy.
+ *
+ * Returns: (transfer full) (array length=size) (nullable): the
+ *   frame_width x frame_height bytes, to free with g_free(); %NULL when the
+ *   frame is empty or too large to allocate
+ */
+guint8 *
+gst_mask_rcnn_detection_dup_full_mask (GstMaskRcnnDetection *detection,
+    guint frame_width, guint frame_height, gsize *size)
+{
+  gsize n;
+  guint8 *out;
+
+  if (size)
+    *size = 0;
+  g_return_val_if_fail (detection != NULL, NULL);
+  if (!g_size_checked_mul (&n, frame_width, frame_height) || n == 0)
+    return NULL;
+  /* sizes may come from a binding: a huge one must not abort the process */
+  out = g_try_malloc0 (n);
+  if (!out)
+    return NULL;
+  paste_mask (detection, frame_width, frame_height, out);
+  if (size)
+    *size = n;
+  return out;
 }

@@ -12,7 +12,17 @@
  *   }
  *
  * Bindings (Python through GObject-Introspection) use the accessor
- * functions below instead of the arrays.
+ * functions below instead of the arrays: an array whose length is another
+ * field, or the product of two, cannot be described to
+ * GObject-Introspection (PyGObject fails or aborts on such fields), so
+ * `detections` and `mask` sit behind "private" markers, which only the
+ * introspection scanner reads: for bindings they are not writable and
+ * read as placeholders; for C they are public, as above.
+ *
+ * Applications only read the meta; the producer fills it.  (Bindings can
+ * write the scalar fields, which GObject-Introspection cannot make
+ * read-only: a wrong n_detections or mask size would send every reader out
+ * of bounds.)
  */
 #ifndef GST_MASK_RCNN_META_H
 #define GST_MASK_RCNN_META_H
@@ -41,11 +51,15 @@ typedef struct _GstMaskRcnnDetection GstMaskRcnnDetection;
  * @mask_width: mask columns (the box's extent in whole pixels, clipped to
  *   the frame)
  * @mask_height: mask rows
- * @mask: (array) (nullable): mask_width x mask_height bytes, row-major, one
- *   per frame pixel: 0 or 255 (binary), or 0..255 probabilities (soft, see
- *   #GstMaskRcnnMeta.soft_masks); pixels outside this rectangle are 0
+ * @mask: mask_width x mask_height bytes, row-major, one per frame
+ *   pixel: 0 or 255 (binary), or 0..255 probabilities (soft, see
+ *   #GstMaskRcnnMeta.soft_masks); pixels outside this rectangle are 0; %NULL
+ *   when the rectangle is empty.  Bindings read it with
+ *   gst_mask_rcnn_detection_get_mask() or, pasted into a whole frame,
+ *   gst_mask_rcnn_detection_dup_full_mask()
  *
- * One detected instance.
+ * One detected instance, owned by its #GstMaskRcnnMeta (name and mask
+ * included); read-only for applications.
  */
 struct _GstMaskRcnnDetection {
   gint class_id;
@@ -54,6 +68,8 @@ struct _GstMaskRcnnDetection {
   gfloat x, y, width, height;
   gint mask_x, mask_y;
   guint mask_width, mask_height;
+  /* public for C; hidden from bindings (see the top of this file) */
+  /*< private >*/
   guint8 *mask;
 };
 
@@ -70,7 +86,9 @@ struct _GstMaskRcnnDetection {
  *   0/255
  * @inference_time: time the analysis took (of the frame it was made on)
  * @n_detections: number of detections, sorted by score, descending
- * @detections: (array length=n_detections): the detections
+ * @detections: the detections, @n_detections of them (bindings use
+ *   gst_mask_rcnn_meta_get_n_detections() and
+ *   gst_mask_rcnn_meta_get_detection())
  * @frame_number: this frame's number in its stream, from 0 at the stream's
  *   start and after each flush (seek)
  * @result_frame_number: number of the frame the results were computed on
@@ -79,10 +97,15 @@ struct _GstMaskRcnnDetection {
  * @result_age: how much older than this frame that frame is (this frame's
  *   timestamp minus @result_pts; 0 unless @repeated; %GST_CLOCK_TIME_NONE
  *   when a frame has no timestamp)
+ * @stream_id: (nullable): the stream-id of the stream the frame belongs to
+ *   (as in the stream-start event), owned by the meta; %NULL when unknown
+ * @model_name: (nullable): which model computed the results (tells apart
+ *   the results of two chained maskrcnn elements), owned by the meta;
+ *   %NULL when unknown.  Both are set with gst_mask_rcnn_meta_set_source()
  *
  * Detections of one video frame.  Results are never carried across a caps
  * change, a flush or a new stream: a frame with no results that apply to it
- * carries no #GstMaskRcnnMeta.
+ * carries no #GstMaskRcnnMeta.  Read-only for applications.
  */
 struct _GstMaskRcnnMeta {
   GstMeta meta;
@@ -91,11 +114,16 @@ struct _GstMaskRcnnMeta {
   gboolean soft_masks;
   GstClockTime inference_time;
   guint n_detections;
+  /* public for C; hidden from bindings (see the top of this file) */
+  /*< private >*/
   GstMaskRcnnDetection *detections;
+  /*< public >*/
   guint64 frame_number;
   guint64 result_frame_number;
   GstClockTime result_pts;
   GstClockTime result_age;
+  gchar *stream_id;
+  gchar *model_name;
   /*< private >*/
   guint capacity;
 };
@@ -111,6 +139,16 @@ GstMaskRcnnDetection *gst_mask_rcnn_meta_add_detection (GstMaskRcnnMeta *meta,
     gint class_id, const gchar *class_name, gfloat score, gfloat x, gfloat y,
     gfloat width, gfloat height, gint mask_x, gint mask_y, guint mask_width,
     guint mask_height, const guint8 *mask);
+GstMaskRcnnDetection *gst_mask_rcnn_meta_add_detection_len (
+    GstMaskRcnnMeta *meta, gint class_id, const gchar *class_name,
+    gfloat score, gfloat x, gfloat y, gfloat width, gfloat height,
+    gint mask_x, gint mask_y, guint mask_width, guint mask_height,
+    const guint8 *mask, gsize mask_size);
+
+void gst_mask_rcnn_meta_set_source (GstMaskRcnnMeta *meta,
+    const gchar *stream_id, const gchar *model_name);
+const gchar *gst_mask_rcnn_meta_get_stream_id (GstMaskRcnnMeta *meta);
+const gchar *gst_mask_rcnn_meta_get_model_name (GstMaskRcnnMeta *meta);
 
 guint gst_mask_rcnn_meta_get_n_detections (GstMaskRcnnMeta *meta);
 GstMaskRcnnDetection *gst_mask_rcnn_meta_get_detection (GstMaskRcnnMeta *meta,
@@ -124,6 +162,11 @@ void gst_mask_rcnn_detection_get_mask_rect (GstMaskRcnnDetection *detection,
     gint *x, gint *y, guint *width, guint *height);
 const guint8 *gst_mask_rcnn_detection_get_mask (
     GstMaskRcnnDetection *detection, gsize *size);
+void gst_mask_rcnn_detection_get_full_mask (GstMaskRcnnDetection *detection,
+    guint frame_width, guint frame_height, guint8 *out);
+guint8 *gst_mask_rcnn_detection_dup_full_mask (
+    GstMaskRcnnDetection *detection, guint frame_width, guint frame_height,
+    gsize *size);
 
 G_END_DECLS
 
