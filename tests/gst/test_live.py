@@ -41,16 +41,16 @@ def meta_of(buffer):
     return GstMaskRcnn.buffer_get_mask_rcnn_meta(buffer)
 
 
-def run_live(model, props, seconds=SECONDS):
+def run_live(model, props, seconds=SECONDS, tail=""):
     """Plays the live pipeline for `seconds` and returns what it saw."""
     pipeline = Gst.parse_launch(
         "videotestsrc name=src is-live=true pattern=ball motion=sweep ! "
         f"video/x-raw,width=1280,height=720,framerate={FPS}/1 ! "
-        f"maskrcnn name=m model={model} {props} ! "
+        f"maskrcnn name=m model={model} {props} ! {tail}"
         "fakesink name=sink sync=true qos=true max-lateness=20000000 "
         "signal-handoffs=true")
     src, element, sink = (pipeline.get_by_name(n) for n in ("src", "m", "sink"))
-    seen = {"produced": 0, "source_lag": [], "rendered": [], "qos_skipped": 0}
+    seen = {"produced": 0, "source_lag": [], "rendered": [], "qos_skipped": 0, "reached": 0}
 
     def produced(pad, info):
         seen["produced"] += 1
@@ -69,7 +69,13 @@ def run_live(model, props, seconds=SECONDS):
                 "result_pts": meta.result_pts, "age": meta.result_age,
                 "inference": meta.inference_time}})
 
+    def reached(pad, info):
+        seen["reached"] += 1
+        return Gst.PadProbeReturn.OK
+
     src.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, produced)
+    # what reaches the sink, before it drops what is too late to show
+    sink.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, reached)
     sink.connect("handoff", rendered)
     bus = pipeline.get_bus()
     pipeline.set_state(Gst.State.PLAYING)
@@ -128,9 +134,10 @@ def report(name, seen, analysed_rendered=False):
 
 
 def test_live(demo_model, seconds):
-    for props in ("", "interval=2"):
-        name = f"live 720p{' ' + props if props else ''}"
-        seen = run_live(demo_model, props, seconds)
+    # the camera recipe (with the overlay), and interval=2
+    for props, tail in (("", "maskrcnnoverlay ! "), ("interval=2", "")):
+        name = f"live 720p{' ' + props if props else ' with maskrcnnoverlay'}"
+        seen = run_live(demo_model, props, seconds, tail)
         with_results = report(name, seen)
         # results are of earlier frames, marked with that frame and its age
         metas = [r["meta"] for r in with_results]
@@ -154,15 +161,19 @@ def test_live(demo_model, seconds):
     inference = sorted(r["meta"]["inference"] for r in rendered
                        if r["meta"] and not r["meta"]["repeated"])
     median = inference[len(inference) // 2] if inference else 0
-    print(f"     every-frame qos=true: {seen['produced']} produced, {len(rendered)} rendered, "
+    print(f"     every-frame qos=true: {seen['produced']} produced, {seen['reached']} reached the "
+          f"sink, {len(rendered)} rendered, "
           f"{len(inference)} analysed (median {median / 1e6:.1f} ms), QoS-skipped "
           f"{seen['qos_skipped']}, element latency {seen['latency_element'] / 1e6:.1f} ms",
           flush=True)
     check("every-frame qos=true: no error", seen["error"] is None, seen["error"])
+    # (how many the sink then shows depends on how far the CPU lags: with
+    # an analysis longer than a frame the stream cannot keep every frame)
     check("every-frame qos=true: late frames pass on, unanalysed",
-          len(rendered) >= 0.9 * seen["produced"] and seen["qos_skipped"] > 0
+          seen["reached"] >= 0.95 * seen["produced"] and seen["qos_skipped"] > 0
           and any(r["meta"] and r["meta"]["repeated"] for r in rendered),
-          f"{len(rendered)} of {seen['produced']} rendered, {seen['qos_skipped']} skipped")
+          f"{seen['reached']} of {seen['produced']} reached the sink, "
+          f"{seen['qos_skipped']} not analysed")
     check("every-frame qos=true: latency covers an analysis",
           inference and seen["latency_element"] >= median,
           f"{seen['latency_element'] / 1e6:.1f} ms >= {median / 1e6:.1f} ms")
