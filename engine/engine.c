@@ -69,6 +69,13 @@ mrcnn_engine_set_thresholds (MrcnnEngine *e, float score, float nms,
 }
 
 void
+mrcnn_engine_set_threads (MrcnnEngine *e, int threads)
+{
+  if (e->backend->set_threads)
+    e->backend->set_threads (e->state, MAX (threads, 0));
+}
+
+void
 mrcnn_engine_set_class_filter (MrcnnEngine *e, const gboolean *keep)
 {
   int n = e->model->num_classes;
@@ -137,6 +144,7 @@ mrcnn_engine_new (const MrcnnModel *model, const MrcnnOptions *options,
   }
   e->dump_dir = g_strdup (options->dump_dir);
   e->time_stages = options->time_stages;
+  mrcnn_engine_set_threads (e, options->threads);
   return e;
 }
 

@@ -33,8 +33,14 @@
  */
 #include "gstmaskrcnn.h"
 
+#include <errno.h>
 #include <math.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "meta/gstmaskrcnnmeta.h"
 
@@ -92,6 +98,9 @@ enum
 #define DEFAULT_ROI_META TRUE
 #define DEFAULT_MODE GST_MASK_RCNN_MODE_AUTO
 #define DEFAULT_QOS FALSE
+
+/* The worker's nice value in live mode (the streaming thread's: 0). */
+#define WORKER_NICE 10
 
 /* Frames handed to the worker over which the longest processing time is
  * kept before the reported latency may come down again. */
@@ -648,6 +657,26 @@ apply_live_settings (GstMaskRcnn *self, gboolean all)
   g_free (classes);
 }
 
+/* In live mode the analysis is background work: the streaming thread must
+ * win the CPU whenever it has a frame to pass on, or the sink drops the
+ * frame.  So the worker leaves a core to the stream (its engine's thread
+ * count) and lowers its own priority (Linux threads have their own nice
+ * value; without privileges it cannot be raised again, so it stays low for
+ * the worker's life). */
+static void
+make_analysis_background (GstMaskRcnn *self, gboolean *done)
+{
+  if (*done)
+    return;
+  *done = TRUE;
+#ifdef __linux__
+  pid_t tid = (pid_t) syscall (SYS_gettid);
+  if (setpriority (PRIO_PROCESS, tid, WORKER_NICE) != 0)
+    GST_WARNING_OBJECT (self, "cannot lower the analysis thread's "
+        "priority: %s", g_strerror (errno));
+#endif
+}
+
 /* Runs the engine on each frame handed over, one at a time, and publishes
  * the results as self->latest; swaps in a model loaded in the background
  * between frames. */
@@ -655,6 +684,7 @@ static gpointer
 worker_thread (gpointer data)
 {
   GstMaskRcnn *self = data;
+  gboolean background = FALSE;
 
   g_mutex_lock (&self->lock);
   for (;;) {
@@ -684,6 +714,10 @@ worker_thread (gpointer data)
     if (have_job || swapped)
       apply_live_settings (self, swapped);
     if (have_job) {
+      if (job.live)
+        make_analysis_background (self, &background);
+      mrcnn_engine_set_threads (self->analyzer->engine, job.live
+          ? MAX (1, (int) g_get_num_processors () - 1) : 0);
       gint64 begin = g_get_monotonic_time ();
       ok = mrcnn_engine_detect (self->analyzer->engine, &job.image,
           &self->work_result, &error);
@@ -1105,6 +1139,7 @@ submit_frame (GstMaskRcnn *self, GstBuffer *buffer, guint64 frame_number,
     .frame_number = frame_number,
     .pts = GST_BUFFER_PTS (buffer),
     .epoch = self->epoch,
+    .live = !wait,
   };
   /* (the RGB buffer's memory stays put while the job holds it) */
   gst_video_frame_unmap (&rgb);

@@ -37,6 +37,7 @@ typedef struct {
   guint64 frame_number;
   GstClockTime pts;
   guint epoch;
+  gboolean live;        /* handed over in live mode */
 } GstMaskRcnnJob;
 
 struct _GstMaskRcnn {

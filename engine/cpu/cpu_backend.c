@@ -1,6 +1,7 @@
 /* CPU backend: workspace sized once from the model, and the stage table. */
 #include "cpu_backend.h"
 
+#include <cblas.h>
 #include <string.h>
 
 typedef struct {
@@ -200,6 +201,8 @@ stage_preprocess (gpointer state, const MrcnnImage *image,
 {
   CpuState *s = state;
   (void) error;
+  /* OpenBLAS's count is the process's: another engine may have set its own */
+  openblas_set_num_threads (s->threads);
   s->geometry = *geometry;
   if (s->model->config.variant == MRCNN_VARIANT_MATTERPORT)
     cpu_preprocess_matterport (s, image);
@@ -307,6 +310,24 @@ cpu_inspect (gpointer state, const char *name, MrcnnHostTensor *out)
   return FALSE;
 }
 
+/* OpenBLAS's own count (OPENBLAS_NUM_THREADS, else one per core), read
+ * before any engine changes it. */
+static int
+default_threads (void)
+{
+  static gsize count;
+  if (g_once_init_enter (&count))
+    g_once_init_leave (&count, (gsize) MAX (openblas_get_num_threads (), 1));
+  return (int) count;
+}
+
+static void
+cpu_set_threads (gpointer state, int threads)
+{
+  CpuState *s = state;
+  s->threads = threads > 0 ? threads : default_threads ();
+}
+
 const MrcnnBackend mrcnn_backend_cpu = {
   .name = "cpu",
   .create = cpu_create,
@@ -318,4 +339,5 @@ const MrcnnBackend mrcnn_backend_cpu = {
   .masks = stage_masks,
   .paste = stage_paste,
   .inspect = cpu_inspect,
+  .set_threads = cpu_set_threads,
 };

@@ -55,6 +55,10 @@ typedef struct {
   /* CUDA backend: the cudaStream_t every stage runs on, so that the
    * caller's own work orders with it; NULL: a stream of the engine's own. */
   void *cuda_stream;
+  /* CPU threads a detection's computations may use (OpenBLAS's GEMMs,
+   * which set the count for the whole process: each detection sets its
+   * own before it starts); 0: one per core.  Ignored by the CUDA backend. */
+  int threads;
   /* Time each stage (mrcnn_engine_stage_times).  The engine then waits for
    * the device after every stage, so that the times do not overlap: for
    * profiling, not for production. */
@@ -146,6 +150,9 @@ const char *mrcnn_engine_backend_name (const MrcnnEngine *engine);
 
 gboolean mrcnn_engine_set_thresholds (MrcnnEngine *engine, float score,
     float nms, int max_detections, float mask, GError **error);
+
+/* MrcnnOptions.threads, changed from the next detection on. */
+void mrcnn_engine_set_threads (MrcnnEngine *engine, int threads);
 
 /* Detections only of the classes where keep[class id] is TRUE (keep has
  * one entry per class of the model); NULL keeps every class.  The filter
