@@ -4,7 +4,7 @@ eagerly by torch (bench/torchvision_bench.py) and prints a Markdown report.
 
   compare.py [--bench PATH] [--device cuda|cpu] [--backend auto|cpu|cuda]
              [--shapes LIST] [--precisions LIST] [--batches LIST] [--cases LIST]
-             [--size WxH] [--iterations N] [--warmup N]
+             [--size WxH] [--iterations N] [--warmup N] [--jsonl PATH]
 
 For every shape x precision x batch x case: one torch run and one engine
 run, each in its own process (so each peak of device memory is its own).
@@ -132,6 +132,8 @@ def main():
                         help="timed calls per run (default 20)")
     parser.add_argument("--warmup", type=int, default=3, metavar="N",
                         help="untimed calls first (default 3)")
+    parser.add_argument("--jsonl", metavar="PATH",
+                        help="also append every run's JSON line to PATH (for bench/results/)")
     args = parser.parse_args()
     backend = args.backend or args.device
     if not os.access(args.bench, os.X_OK):
@@ -158,6 +160,9 @@ def main():
             found, reason = run_json(command)
             if reason:
                 failures.append(f"{what}: {reason}")
+            elif args.jsonl:
+                with open(args.jsonl, "a", encoding="utf-8") as out:
+                    out.write(json.dumps(found) + "\n")
             return found
 
         for shape in args.shapes:

@@ -21,9 +21,30 @@ import pathlib
 import sys
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
+
+try:
+    from safetensors.torch import save_file
+except ImportError:  # machines with torch alone (tools/gpu-check.sh run)
+    SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+    def save_file(tensors, filename, metadata=None):
+        """safetensors' save_file, for the float tensors of a state_dict: a
+        little-endian u64 header size, the JSON header padded with spaces to
+        a multiple of 8 bytes, then the tensors' bytes."""
+        header, data, offset = {"__metadata__": metadata or {}}, [], 0
+        for name, tensor in tensors.items():
+            raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            header[name] = {"dtype": SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                            "data_offsets": [offset, offset + len(raw)]}
+            data.append(raw)
+            offset += len(raw)
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        with open(filename, "wb") as out:
+            out.write(len(text).to_bytes(8, "little") + text)
+            out.writelines(data)
 
 # The engine implements torchvision's fixed box coding and ROI pooling
 # choices; a model that departs from them cannot be described by the file.

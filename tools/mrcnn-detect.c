@@ -1,10 +1,13 @@
 /* mrcnn-detect: runs Mask R-CNN on image files and prints one JSON object
  * per image with boxes, labels, scores and COCO RLE masks. */
+#include <errno.h>
 #include <gdk-pixbuf/gdk-pixbuf.h>
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine-options.h"
 
@@ -30,7 +33,8 @@ static const GOptionEntry entries[] = {
   { "max-detections", 'k', 0, G_OPTION_ARG_INT, &max_detections,
     "Detections kept per image (default: the model's)", "N" },
   { "dump-dir", 0, 0, G_OPTION_ARG_FILENAME, &dump_dir,
-    "Write intermediate tensors of the last image as .npy files", "DIR" },
+    "Write intermediate tensors of the last image as .npy files (with "
+    "several images, also each image's in DIR/0, DIR/1, ...)", "DIR" },
   { "info", 0, 0, G_OPTION_ARG_NONE, &print_info,
     "Print the model's shape and constants as JSON and exit", NULL },
   { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &images, NULL,
@@ -65,6 +69,48 @@ load_rgb (const char *path, int *width, int *height, GError **error)
   *width = w;
   *height = h;
   return rgb;
+}
+
+/* The engine writes each image's tensors into dump_dir, over the last
+ * image's.  With several images they are kept in dump_dir/<index> too:
+ * moved there, but for the last image's, linked, so that dump_dir keeps
+ * them as with one image. */
+static gboolean
+keep_dump (int index, gboolean last, GError **error)
+{
+  char *name = g_strdup_printf ("%d", index);
+  char *sub = g_build_filename (dump_dir, name, NULL);
+  GPtrArray *files = g_ptr_array_new_with_free_func (g_free);
+  GDir *dir = g_dir_open (dump_dir, 0, error);
+  gboolean ok = dir != NULL;
+  /* names first: the directory changes as they move */
+  for (const char *file; ok && (file = g_dir_read_name (dir));)
+    if (g_str_has_suffix (file, ".npy"))
+      g_ptr_array_add (files, g_build_filename (dump_dir, file, NULL));
+  if (ok && g_mkdir_with_parents (sub, 0755) != 0) {
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+        "%s: cannot create: %s", sub, g_strerror (errno));
+    ok = FALSE;
+  }
+  for (guint i = 0; ok && i < files->len; i++) {
+    const char *from = g_ptr_array_index (files, i);
+    char *base = g_path_get_basename (from);
+    char *to = g_build_filename (sub, base, NULL);
+    g_unlink (to);
+    if ((last ? link (from, to) : g_rename (from, to)) != 0) {
+      g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+          "%s: cannot write: %s", to, g_strerror (errno));
+      ok = FALSE;
+    }
+    g_free (to);
+    g_free (base);
+  }
+  if (dir)
+    g_dir_close (dir);
+  g_ptr_array_unref (files);
+  g_free (sub);
+  g_free (name);
+  return ok;
 }
 
 static char *
@@ -183,6 +229,11 @@ main (int argc, char **argv)
       printf ("%s\n", json);
       fflush (stdout);
       g_free (json);
+      if (dump_dir && images[1]
+          && !keep_dump (i, images[i + 1] == NULL, &error)) {
+        rc = die (error->message);
+        g_clear_error (&error);
+      }
     }
     g_free (rgb);
   }

@@ -13,7 +13,10 @@ import sys
 import numpy as np
 import torch
 from PIL import Image
-from pycocotools import mask as coco_mask
+try:
+    from pycocotools import mask as coco_mask
+except ImportError:  # machines with torch alone (tools/gpu-check.sh run)
+    coco_mask = None
 
 from models import to_tensor
 
@@ -104,9 +107,9 @@ def rle_decode(counts, height, width):
         raise ValueError(f"RLE does not describe a {height}x{width} mask")
     flat = np.repeat(np.arange(len(runs)) % 2 == 1, runs)
     mask = flat.reshape(width, height).T
-    # the format's own decoder must read it the same way
-    coco = coco_mask.decode({"size": [height, width], "counts": counts.encode()})
-    if not np.array_equal(mask, coco.astype(bool)):
+    # the format's own decoder, where installed, must read it the same way
+    if coco_mask is not None and not np.array_equal(
+            mask, coco_mask.decode({"size": [height, width], "counts": counts.encode()}).astype(bool)):
         raise ValueError("pycocotools decodes this RLE differently")
     return mask
 

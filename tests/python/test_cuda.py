@@ -3,12 +3,17 @@
 end, for both model variants at fp32 and fp16; and with torchvision running
 on the same GPU.
 
-  test_cuda.py --detect PATH [--sanitizer | --full]
+  test_cuda.py --detect PATH [--sanitizer [--kernels FILE] [--jobs N] |
+                              --full [--full-images N]] [--pack DIR [--cpu-only]]
+  test_cuda.py --detect PATH --prepare DIR
 
 Exits 77 (skipped) where no CUDA GPU is present or this build has no CUDA
 backend.  Models and images are those of the CPU parity tests: the narrow
 and R50 torchvision models with calibrated random weights, and the narrow
-matterport model, so every image gives several detections.
+matterport model, so every image gives several detections.  Each backend
+runs a model's images in one mrcnn-detect process (the dumps of each in
+its own subdirectory); a run that fails is reported, and the other runs
+and comparisons still happen.
 
 Limits (CUDA against CPU):
                        fp32          fp16
@@ -32,17 +37,36 @@ by exactly 1 px where the CPU's unrounded value is within 1e-4 of a .5 tie
 is not compared.
 
 --sanitizer runs, instead, compute-sanitizer (memcheck with leak check,
-racecheck) over one detection of each variant and precision.
+racecheck) over one detection of each variant and precision; --kernels
+FILE instruments only the kernels named there (one name a line, matched
+as a substring: the engine's own, so cuDNN's and cuBLAS's run as they
+are), --jobs N runs N of them at a time.
 
 --full runs, instead, torchvision's maskrcnn_resnet50_fpn at its full size (800 x
 1333 resize), random calibrated weights, run by torch on the GPU and by the
-CUDA backend at fp32, compared with the fp32 limits on final detections.
+CUDA backend at fp32, compared with the fp32 limits on final detections
+(--full-images N: on the first N of its three images).
+
+--prepare DIR (tools/gpu-check.sh prepare; no GPU needed) writes the narrow
+torchvision and matterport models, their images and the CPU backend's
+results on them (DIR/references/NAME.json) into DIR.  --pack DIR takes them
+from there instead of making them, so that only the R50 models need torch
+(and none needs h5py, scipy or pycocotools): CUDA's final results are
+compared with the pack's CPU results, its stage tensors (too large to pack:
+some 28 MB an image) with those of the CPU backend run here, whose final
+results must match the pack's within the fp32 limits.  --cpu-only runs only
+that CPU backend and comparison (no GPU needed).
 """
 
 import argparse
+import concurrent.futures
+import json
 import pathlib
+import shutil
+import subprocess
 import sys
 import tempfile
+import time
 
 try:
     import torch
@@ -52,10 +76,9 @@ except ImportError as missing:
     sys.exit(77)
 
 import numpy as np
+from PIL import Image
 
 import harness
-import matterport_fixtures as fx
-import matterport_reference
 import models
 import test_parity
 
@@ -72,12 +95,99 @@ ROUNDING_EPS = 1e-4  # of a .5 tie, as test_matterport.py
 FPN_NAMES = ["fpn_0", "fpn_1", "fpn_2", "fpn_3", "fpn_pool"]
 
 
+class Group:
+    """A model and its images.  cuts: the model's (score threshold, max
+    detections); config: a matterport model's configuration, None for
+    torchvision; references, unrounded: a pack's CPU results and their
+    matterport_unrounded boxes, one per image (None: computed here)."""
+
+    def __init__(self, name, model, cuts, images, config=None, references=None, unrounded=None):
+        self.name, self.model, self.cuts, self.images = name, model, cuts, images
+        self.config, self.references, self.unrounded = config, references, unrounded
+
+
+def make_group(kind, directory):
+    """Makes a model (narrow, r50 or matterport) and its images in
+    directory: torch, and h5py and scipy for matterport."""
+    started = time.monotonic()
+    for sub in ("models", "images"):
+        (directory / sub).mkdir(exist_ok=True)
+    config = None
+    if kind == "matterport":
+        import matterport_fixtures as fx
+        import matterport_reference
+        model = directory / "models" / "matterport-narrow.h5"
+        fx.write_h5(model, fx.calibrated_weights("narrow"), "narrow")
+        # no sidecar: the file runs at matterport's own configuration
+        config = matterport_reference.DEFAULT_CONFIG
+        cuts = (config["DETECTION_MIN_CONFIDENCE"], config["DETECTION_MAX_INSTANCES"])
+        shapes = fx.TEST_IMAGES["narrow"][:3]
+    else:
+        model = directory / "models" / f"{kind}.safetensors"
+        heads = test_parity.build(kind, model).roi_heads
+        cuts = (heads.score_thresh, heads.detections_per_img)
+        shapes = test_parity.IMAGES[kind][:3]
+    images = []
+    for height, width, seed in shapes:
+        images.append(directory / "images" / f"{kind}-{height}x{width}.png")
+        harness.save_png(models.synthetic_image(height, width, seed), images[-1])
+    print(f"{kind}: model and images made in {time.monotonic() - started:.1f} s", flush=True)
+    return Group(kind, model, cuts, images, config)
+
+
+def write_references(directory, group, references, unrounded):
+    """directory/references/NAME.json: the group's model, cuts and, per
+    image, the CPU result (and the matterport_unrounded boxes)."""
+    (directory / "references").mkdir(exist_ok=True)
+    (directory / "references" / f"{group.name}.json").write_text(json.dumps({
+        "model": str(group.model.relative_to(directory)), "cuts": list(group.cuts),
+        "images": [{"path": str(path.relative_to(directory)), "result": result,
+                    "unrounded": None if boxes is None else boxes.tolist()}
+                   for path, result, boxes in zip(group.images, references, unrounded)]}))
+
+
+def read_group(directory, name):
+    """The group write_references wrote into directory."""
+    data = json.loads((directory / "references" / f"{name}.json").read_text())
+    images = data["images"]
+    return Group(name, directory / data["model"], tuple(data["cuts"]),
+                 [directory / image["path"] for image in images],
+                 references=[image["result"] for image in images],
+                 unrounded=[None if image["unrounded"] is None else np.array(image["unrounded"])
+                            for image in images])
+
+
 def cuda_unavailable(detect, model_path, image_path):
     """Why the CUDA backend cannot run here, or None."""
     result = harness.run_detect(detect, ["--backend", "cuda", "--model", model_path, image_path])
     if result.returncode != 0 and "not available" in result.stderr:
         return result.stderr.strip()
     return None
+
+
+def run_batch(checks, detect, name, model, images, backend, precision, dump=None):
+    """One mrcnn-detect process over images.  Returns each image's result
+    (None where the run did not get to it) and dump directory (dump, or
+    dump/INDEX for several images)."""
+    args = ["--model", model, "--backend", backend, "--precision", precision]
+    dumps = [None] * len(images)
+    if dump is not None:
+        args += ["--dump-dir", dump]
+        dumps = [dump / str(i) for i in range(len(images))] if len(images) > 1 else [dump]
+    what = f"{name} {backend} {precision}"
+    started = time.monotonic()
+    try:
+        result = harness.run_detect(detect, args + list(images))
+    except subprocess.TimeoutExpired:
+        checks.check(f"{what} runs", False, f"ran past {harness.DETECT_TIMEOUT} s")
+        return [None] * len(images), dumps
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    print(f"{what}: {len(lines)} of {len(images)} images in {time.monotonic() - started:.1f} s",
+          flush=True)
+    if result.returncode != 0:
+        checks.check(f"{what} runs", False, f"exit status {result.returncode} after {len(lines)} of "
+                     f"{len(images)} images: {result.stderr.strip()[-600:]}")
+    return lines + [None] * (len(images) - len(lines)), dumps
 
 
 def detections(result):
@@ -93,6 +203,7 @@ def matterport_unrounded(dump, image, config):
     x2, y2 original pixels), in the order of its output: its detections.npy
     (normalised y1, x1, y2, x2, score, label) unmolded as
     matterport_reference.unmold, zero-area boxes dropped."""
+    import matterport_reference
     raw = np.load(dump / "detections.npy")
     molded, window, _, _, _ = matterport_reference.mold_image(image, config)
     f32 = matterport_reference.F32
@@ -110,10 +221,21 @@ def matterport_unrounded(dump, image, config):
     return unrounded[keep][:, [1, 0, 3, 2]]
 
 
-def compare_final(checks, name, ref, eng, limits, score_thresh, max_detections, unrounded=None):
+def mask_of(result, i):
+    """Detection i's full-image binary mask: its RLE decoded, or as given."""
+    mask = result["detections"][i]["mask"]
+    return mask if isinstance(mask, np.ndarray) else harness.rle_decode(
+        mask["counts"], result["height"], result["width"])
+
+
+def compare_final(checks, name, ref, eng, limits, score_thresh, max_detections, unrounded=None,
+                  sides=("CPU", "CUDA")):
     """Set-wise comparison of two mrcnn-detect results (boxes in original
-    pixels, RLE masks).  score_thresh, max_detections: the model's own cuts;
-    unrounded: matterport_unrounded's boxes of ref, None for torchvision."""
+    pixels, RLE masks, or boolean arrays in ref).  score_thresh,
+    max_detections: the model's own cuts; unrounded: matterport_unrounded's
+    boxes of ref, None for torchvision; sides: what ref and eng are, for
+    the messages."""
+    ref_side, eng_side = sides
     ref_boxes, ref_scores, ref_labels = detections(ref)
     eng_boxes, eng_scores, eng_labels = detections(eng)
     pairs, ref_unmatched, eng_unmatched = harness.greedy_match(
@@ -125,22 +247,22 @@ def compare_final(checks, name, ref, eng, limits, score_thresh, max_detections, 
     def at_cutoff(score, cap):
         return abs(score - score_thresh) <= near or (cap is not None and abs(score - cap) <= near)
 
-    unexplained = ([f"CPU #{i} ({ref_scores[i]:.4f})" for i in ref_unmatched
+    unexplained = ([f"{ref_side} #{i} ({ref_scores[i]:.4f})" for i in ref_unmatched
                     if not at_cutoff(ref_scores[i], ref_cap)]
-                   + [f"CUDA #{j} ({eng_scores[j]:.4f})" for j in eng_unmatched
+                   + [f"{eng_side} #{j} ({eng_scores[j]:.4f})" for j in eng_unmatched
                       if not at_cutoff(eng_scores[j], eng_cap)])
-    # where the share alone decides, extra CUDA detections count against it
+    # where the share alone decides, extra detections of eng count against it
     total = len(ref_scores) if limits["explained"] else max(len(ref_scores), len(eng_scores))
     fraction = len(pairs) / total if total else 1.0
     checks.check(f"{name} detections matched",
                  len(ref_scores) >= 3 and fraction >= limits["matched"]
                  and not (limits["explained"] and unexplained),
-                 f"CUDA {len(eng_scores)}, CPU {len(ref_scores)}, {len(pairs)} matched "
+                 f"{eng_side} {len(eng_scores)}, {ref_side} {len(ref_scores)}, {len(pairs)} matched "
                  f"({fraction:.2%}, need {limits['matched']:.0%})"
                  + (f"; unmatched away from a cut-off: {', '.join(unexplained[:6])}" if unexplained else ""))
 
     def rounding_tie(i, j):
-        """Integer boxes apart only by 1 px where the CPU's unrounded
+        """Integer boxes apart only by 1 px where ref's unrounded
         coordinate sits at a .5 tie, which a last-bit difference flips."""
         if unrounded is None:
             return False
@@ -156,11 +278,9 @@ def compare_final(checks, name, ref, eng, limits, score_thresh, max_detections, 
                  + (f"; {len(ties)} off by 1 px at a .5 rounding tie" if ties else ""))
     checks.check(f"{name} scores", score <= limits["score"],
                  f"max |diff| {score:.3g} (limit {limits['score']})")
-    height, width = ref["height"], ref["width"]
     worst = 1.0
     for i, j in compared:
-        a = harness.rle_decode(ref["detections"][i]["mask"]["counts"], height, width)
-        b = harness.rle_decode(eng["detections"][j]["mask"]["counts"], height, width)
+        a, b = mask_of(ref, i), mask_of(eng, j)
         union = np.count_nonzero(a | b)
         worst = min(worst, np.count_nonzero(a & b) / union if union else 1.0)
     checks.check(f"{name} masks", worst >= limits["mask_iou"],
@@ -194,152 +314,198 @@ def compare_stages(checks, name, ref_dir, eng_dir, limits):
                  f"(need {need:.0%})")
 
 
-def run_pair(checks, detect, scratch, name, model_path, image, cuts, matterport_config=None,
-             extra=()):
-    """CPU once, then CUDA at both precisions, on one image.  cuts: the
-    model's (score threshold, max detections); matterport_config: the
-    configuration of a matterport model, None for torchvision."""
-    image_path = scratch / f"{name}.png"
-    harness.save_png(image, image_path)
-    dumps = {}
-    results = {}
-    for backend, precision in (("cpu", "fp32"), ("cuda", "fp32"), ("cuda", "fp16")):
-        dump = scratch / f"dump-{name}-{backend}-{precision}"
-        dump.mkdir()
-        try:
-            lines = harness.detect_json(detect, ["--model", model_path, "--backend", backend,
-                                                 "--precision", precision, "--dump-dir", dump,
-                                                 *extra, image_path])
-        except RuntimeError as error:
-            checks.check(f"{name} {backend} {precision} runs", False, str(error))
-            return
-        results[backend, precision] = lines[0]
-        dumps[backend, precision] = dump
-    ref = results["cpu", "fp32"]
-    unrounded = (matterport_unrounded(dumps["cpu", "fp32"], image, matterport_config)
-                 if matterport_config else None)
+def cpu_references(checks, detect, scratch, group):
+    """Runs the CPU backend over the group's images.  Returns the CPU
+    results to compare with (the pack's, which this run must match, or this
+    run's), their matterport_unrounded boxes and this run's dumps."""
+    results, dumps = run_batch(checks, detect, group.name, group.model, group.images, "cpu", "fp32",
+                               scratch / f"dump-{group.name}-cpu")
+    if group.references is None:
+        unrounded = [matterport_unrounded(dump, np.asarray(Image.open(path).convert("RGB")), group.config)
+                     if group.config and result is not None else None
+                     for path, dump, result in zip(group.images, dumps, results)]
+        return results, unrounded, dumps
+    for path, reference, result, boxes in zip(group.images, group.references, results, group.unrounded):
+        if result is not None:
+            guarded(checks, f"{path.stem} CPU here", compare_final, reference, result, LIMITS["fp32"],
+                    *group.cuts, boxes, sides=("pack", "here"))
+    return group.references, group.unrounded, dumps
+
+
+def guarded(checks, name, compare, *args, **kwargs):
+    """compare(checks, name, *args, **kwargs), an error in it reported as a
+    failed check: one broken comparison must not hide the others."""
+    try:
+        compare(checks, name, *args, **kwargs)
+    except Exception as error:
+        checks.check(f"{name} compared", False, f"{type(error).__name__}: {error}")
+
+
+def run_group(checks, detect, scratch, group):
+    """The CPU backend, then CUDA at both precisions, each over all the
+    group's images; then each image's comparisons."""
+    references, unrounded, cpu_dumps = cpu_references(checks, detect, scratch, group)
     for precision in ("fp32", "fp16"):
-        limits = LIMITS[precision]
-        label = f"{name} {precision}"
-        compare_stages(checks, label, dumps["cpu", "fp32"], dumps["cuda", precision], limits)
-        compare_final(checks, label, ref, results["cuda", precision], limits, *cuts, unrounded)
+        results, dumps = run_batch(checks, detect, group.name, group.model, group.images, "cuda",
+                                   precision, scratch / f"dump-{group.name}-cuda-{precision}")
+        for i, path in enumerate(group.images):
+            label = f"{path.stem} {precision}"
+            if results[i] is None:
+                continue  # its run's failure is reported
+            if (cpu_dumps[i] / "input.npy").exists():
+                guarded(checks, label, compare_stages, cpu_dumps[i], dumps[i], LIMITS[precision])
+            if references[i] is not None:
+                guarded(checks, label, compare_final, references[i], results[i], LIMITS[precision],
+                        *group.cuts, unrounded[i])
 
 
-def torchvision_on_gpu(checks, detect, scratch):
-    """Full-size R50-FPN: torch on the GPU against the CUDA backend (fp32)."""
+def torchvision_on_gpu(checks, detect, scratch, count):
+    """Full-size R50-FPN: torch on the GPU against the CUDA backend (fp32),
+    on the first count images."""
+    started = time.monotonic()
     model = models.calibrated_model("maskrcnn_resnet50_fpn", bn_eps=0.0)
     model_path = scratch / "r50-full.safetensors"
-    from safetensors.torch import save_file
     import export_torchvision
     metadata = export_torchvision.model_metadata(model)
     del metadata["backbone_bn_eps"]
-    save_file(export_torchvision.model_tensors(model), str(model_path), metadata)
+    export_torchvision.save_file(export_torchvision.model_tensors(model), str(model_path), metadata)
+    print(f"full-size R50: made in {time.monotonic() - started:.1f} s", flush=True)
     gpu_model = model.cuda().eval()
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    for height, width, seed in [(480, 640, 3), (720, 1280, 5), (600, 400, 1)]:
-        name = f"torch-gpu-{height}x{width}"
-        image = models.synthetic_image(height, width, seed)
-        image_path = scratch / f"{name}.png"
-        harness.save_png(image, image_path)
+    shapes = [(480, 640, 3), (720, 1280, 5), (600, 400, 1)][:count]
+    images = [models.synthetic_image(height, width, seed) for height, width, seed in shapes]
+    paths = [scratch / f"torch-gpu-{height}x{width}.png" for height, width, _ in shapes]
+    for image, path in zip(images, paths):
+        harness.save_png(image, path)
+    results, _ = run_batch(checks, detect, "torch-gpu", model_path, paths, "cuda", "fp32")
+    for image, path, eng in zip(images, paths, results):
+        if eng is None:
+            continue  # its run's failure is reported
+        height, width = image.shape[:2]
         with torch.no_grad():
             out = gpu_model([models.to_tensor(image).cuda()])[0]
-        ref = {"height": height, "width": width, "detections": []}
-        for box, score, label, soft in zip(out["boxes"].cpu().numpy(), out["scores"].cpu().numpy(),
-                                           out["labels"].cpu().numpy(), out["masks"][:, 0].cpu().numpy()):
-            mask = np.asfortranarray(soft >= 0.5)
-            from pycocotools import mask as coco_mask
-            rle = coco_mask.encode(mask.astype(np.uint8))
-            ref["detections"].append({"box": box.tolist(), "score": float(score), "label_id": int(label),
-                                      "mask": {"size": [height, width],
-                                               "counts": rle["counts"].decode()}})
-        try:
-            eng = harness.detect_json(detect, ["--model", model_path, "--backend", "cuda",
-                                               "--precision", "fp32", image_path])[0]
-        except RuntimeError as error:
-            checks.check(f"{name} runs", False, str(error))
-            continue
-        compare_final(checks, name, ref, eng, LIMITS["fp32"], model.roi_heads.score_thresh,
-                      model.roi_heads.detections_per_img)
+        ref = {"height": height, "width": width, "detections": [
+            {"box": box.tolist(), "score": float(score), "label_id": int(label), "mask": soft >= 0.5}
+            for box, score, label, soft in zip(out["boxes"].cpu().numpy(), out["scores"].cpu().numpy(),
+                                               out["labels"].cpu().numpy(),
+                                               out["masks"][:, 0].cpu().numpy())]}
+        guarded(checks, path.stem, compare_final, ref, eng, LIMITS["fp32"],
+                model.roi_heads.score_thresh, model.roi_heads.detections_per_img,
+                sides=("torch", "CUDA"))
 
 
-def sanitizer_runs(checks, detect, scratch, models_by_variant):
+def sanitizer_runs(checks, detect, image_path, models_by_variant, kernels, jobs):
     """compute-sanitizer's memcheck and racecheck over one detection of each
-    variant and precision: any report fails."""
-    import shutil
-    import subprocess
+    variant and precision, jobs at a time: any report fails.  kernels: the
+    names of the kernels to instrument (none: all)."""
     tool = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
     if not pathlib.Path(tool).exists():
         print("skipped: compute-sanitizer not found")
         sys.exit(77)
-    image_path = scratch / "sanitizer.png"
-    harness.save_png(models.synthetic_image(240, 320, 5), image_path)
-    for variant, model_path in models_by_variant.items():
-        for precision in ("fp32", "fp16"):
-            for check in ("memcheck", "racecheck"):
-                result = subprocess.run(
-                    [tool, "--tool", check, "--error-exitcode", "3", "--leak-check", "full"
-                     if check == "memcheck" else "no", str(detect), "--model", str(model_path),
-                     "--backend", "cuda", "--precision", precision, str(image_path)],
-                    capture_output=True, text=True, timeout=900)
-                summary = [line for line in result.stdout.splitlines() + result.stderr.splitlines()
-                           if "ERROR SUMMARY" in line or "RACECHECK SUMMARY" in line]
-                checks.check(f"{check} {variant} {precision}", result.returncode == 0,
-                             f"exit {result.returncode}; {'; '.join(summary) or result.stderr[-400:]}")
+    print(subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.strip(), flush=True)
+    filters = [arg for name in kernels for arg in ("--kernel-name", f"kns={name}")]
+    runs = [(variant, model_path, precision, check) for variant, model_path in models_by_variant.items()
+            for precision in ("fp32", "fp16") for check in ("memcheck", "racecheck")]
+
+    def sanitize(run):
+        """The run's CompletedProcess (None past the time limit) and seconds."""
+        _, model_path, precision, check = run
+        # all processes: detect may be a script that execs the program
+        command = [tool, "--tool", check, "--error-exitcode", "3", "--leak-check",
+                   "full" if check == "memcheck" else "no", "--target-processes", "all", *filters,
+                   str(detect), "--model", str(model_path), "--backend", "cuda", "--precision",
+                   precision, str(image_path)]
+        started = time.monotonic()
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            result = None
+        return result, time.monotonic() - started
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        for (variant, _, precision, check), (result, seconds) in zip(runs, pool.map(sanitize, runs)):
+            if result is None:
+                checks.check(f"{check} {variant} {precision}", False, "ran past 900 s")
+                continue
+            report = result.stdout.splitlines() + result.stderr.splitlines()
+            summary = [line for line in report if "ERROR SUMMARY" in line or "RACECHECK SUMMARY" in line]
+            if not checks.check(f"{check} {variant} {precision}", result.returncode == 0,
+                                f"exit {result.returncode}; {'; '.join(summary) or result.stderr[-400:]}; "
+                                f"{seconds:.0f} s"):
+                print("\n".join([line for line in report if line.startswith("=========")][:60]))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--detect", required=True, help="the mrcnn-detect executable")
-    parser.add_argument("--sanitizer", action="store_true",
-                        help="only compute-sanitizer memcheck and racecheck runs")
-    parser.add_argument("--full", action="store_true",
-                        help="only full-size R50 against torchvision on the GPU")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--sanitizer", action="store_true",
+                      help="only compute-sanitizer memcheck and racecheck runs")
+    mode.add_argument("--full", action="store_true",
+                      help="only full-size R50 against torchvision on the GPU")
+    mode.add_argument("--prepare", metavar="DIR", type=pathlib.Path,
+                      help="only write the narrow models, images and CPU results into DIR")
+    parser.add_argument("--pack", metavar="DIR", type=pathlib.Path,
+                        help="the narrow models, images and CPU results of --prepare DIR")
+    parser.add_argument("--cpu-only", action="store_true",
+                        help="with --pack: only the CPU backend against the pack's results")
+    parser.add_argument("--kernels", metavar="FILE", type=pathlib.Path,
+                        help="--sanitizer: instrument only the kernels named in FILE")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="--sanitizer: runs at a time (default 1)")
+    parser.add_argument("--full-images", type=int, default=3, metavar="N",
+                        help="--full: how many of its three images (default 3)")
     args = parser.parse_args()
+    if args.cpu_only and not args.pack:
+        parser.error("--cpu-only needs --pack")
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tools"))
 
     checks = harness.Checks()
     with tempfile.TemporaryDirectory() as tmp:
         scratch = pathlib.Path(tmp)
-        narrow = scratch / "narrow.safetensors"
-        narrow_model = test_parity.build("narrow", narrow)
-        probe = scratch / "probe.png"
-        harness.save_png(models.synthetic_image(64, 64, 1), probe)
-        why = cuda_unavailable(args.detect, narrow, probe)
+        if args.prepare:
+            args.prepare.mkdir(parents=True, exist_ok=True)
+            for kind in ("narrow", "matterport"):
+                group = make_group(kind, args.prepare)
+                references, unrounded, _ = cpu_references(checks, args.detect, scratch, group)
+                counts = [len(result["detections"]) for result in references if result is not None]
+                checks.check(f"{kind} CPU references", len(counts) == len(references) and min(counts) >= 3,
+                             f"{len(counts)} of {len(references)} images, detections: {counts}")
+                write_references(args.prepare, group, references, unrounded)
+            checks.finish()
+        if args.pack:
+            narrow, matterport = read_group(args.pack, "narrow"), read_group(args.pack, "matterport")
+        else:
+            narrow, matterport = make_group("narrow", scratch), None
+        if args.cpu_only:
+            for group in (narrow, matterport):
+                cpu_references(checks, args.detect, scratch, group)
+            checks.finish()
+        why = cuda_unavailable(args.detect, narrow.model, narrow.images[0])
         if why:
             print(f"skipped: {why}")
             sys.exit(77)
 
         if args.full:
-            torchvision_on_gpu(checks, args.detect, scratch)
+            torchvision_on_gpu(checks, args.detect, scratch, args.full_images)
             checks.finish()
+        matterport = matterport or make_group("matterport", scratch)
         if args.sanitizer:
-            matterport = scratch / "matterport-narrow.h5"
-            fx.write_h5(matterport, fx.calibrated_weights("narrow"), "narrow")
-            sanitizer_runs(checks, args.detect, scratch,
-                           {"torchvision": narrow, "matterport": matterport})
+            kernels = args.kernels.read_text().split() if args.kernels else []
+            # the narrow model's first image, 240x320
+            sanitizer_runs(checks, args.detect, narrow.images[0],
+                           {"torchvision": narrow.model, "matterport": matterport.model},
+                           kernels, args.jobs)
             checks.finish()
-        heads = narrow_model.roi_heads
-        for height, width, seed in test_parity.IMAGES["narrow"][:3]:
-            run_pair(checks, args.detect, scratch, f"narrow-{height}x{width}", narrow,
-                     models.synthetic_image(height, width, seed),
-                     (heads.score_thresh, heads.detections_per_img))
-        r50 = scratch / "r50.safetensors"
-        heads = test_parity.build("r50", r50).roi_heads
-        for height, width, seed in test_parity.IMAGES["r50"]:
-            run_pair(checks, args.detect, scratch, f"r50-{height}x{width}", r50,
-                     models.synthetic_image(height, width, seed),
-                     (heads.score_thresh, heads.detections_per_img))
-
-        weights = fx.calibrated_weights("narrow")
-        matterport = scratch / "matterport-narrow.h5"
-        fx.write_h5(matterport, weights, "narrow")
-        # no sidecar: the file runs at matterport's own configuration
-        config = matterport_reference.DEFAULT_CONFIG
-        for height, width, seed in fx.TEST_IMAGES["narrow"][:3]:
-            run_pair(checks, args.detect, scratch, f"matterport-{height}x{width}", matterport,
-                     models.synthetic_image(height, width, seed),
-                     (config["DETECTION_MIN_CONFIDENCE"], config["DETECTION_MAX_INSTANCES"]), config)
+        run_group(checks, args.detect, scratch, narrow)
+        try:
+            r50 = make_group("r50", scratch)
+        except Exception as error:  # torch's side: the other models still run
+            checks.check("r50 model", False, f"{type(error).__name__}: {error}")
+        else:
+            run_group(checks, args.detect, scratch, r50)
+        run_group(checks, args.detect, scratch, matterport)
     checks.finish()
 
 

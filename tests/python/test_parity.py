@@ -23,7 +23,6 @@ import time
 try:
     import torch
     import torchvision  # noqa: F401
-    from safetensors.torch import save_file
 except ImportError as missing:
     print(f"skipped: {missing}")
     sys.exit(77)
@@ -64,7 +63,7 @@ def build(kind, path):
         model = models.calibrated_model("maskrcnn_resnet50_fpn", min_size=320, max_size=512, bn_eps=0.0)
         metadata = export_torchvision.model_metadata(model)
         del metadata["backbone_bn_eps"]
-        save_file(export_torchvision.model_tensors(model), str(path), metadata)
+        export_torchvision.save_file(export_torchvision.model_tensors(model), str(path), metadata)
     return model
 
 
