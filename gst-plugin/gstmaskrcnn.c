@@ -87,6 +87,7 @@ enum
   PROP_MODE,
   PROP_QOS,
   PROP_LATENCY,
+  PROP_THREADS,
 };
 
 #define DEFAULT_BACKEND MRCNN_BACKEND_AUTO
@@ -98,6 +99,7 @@ enum
 #define DEFAULT_ROI_META TRUE
 #define DEFAULT_MODE GST_MASK_RCNN_MODE_AUTO
 #define DEFAULT_QOS FALSE
+#define DEFAULT_THREADS 0
 
 /* The worker's nice value in live mode (the streaming thread's: 0). */
 #define WORKER_NICE 10
@@ -548,6 +550,9 @@ gst_mask_rcnn_set_property (GObject *object, guint prop_id,
     case PROP_QOS:
       self->qos = g_value_get_boolean (value);
       break;
+    case PROP_THREADS:
+      self->threads = g_value_get_int (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -617,6 +622,9 @@ gst_mask_rcnn_get_property (GObject *object, guint prop_id, GValue *value,
       break;
     case PROP_LATENCY:
       g_value_set_uint64 (value, self->latency);
+      break;
+    case PROP_THREADS:
+      g_value_set_int (value, self->threads);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -716,8 +724,12 @@ worker_thread (gpointer data)
     if (have_job) {
       if (job.live)
         make_analysis_background (self, &background);
-      mrcnn_engine_set_threads (self->analyzer->engine, job.live
-          ? MAX (1, (int) g_get_num_processors () - 1) : 0);
+      GST_OBJECT_LOCK (self);
+      int threads = self->threads;
+      GST_OBJECT_UNLOCK (self);
+      if (threads == 0 && job.live)
+        threads = MAX (1, (int) g_get_num_processors () - 1);
+      mrcnn_engine_set_threads (self->analyzer->engine, threads);
       gint64 begin = g_get_monotonic_time ();
       ok = mrcnn_engine_detect (self->analyzer->engine, &job.image,
           &self->work_result, &error);
@@ -1402,6 +1414,11 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
           "it) but still goes on, with the last results marked repeated, "
           "so the stream catches up; frames are never dropped",
           DEFAULT_QOS, live));
+  g_object_class_install_property (gobject_class, PROP_THREADS,
+      g_param_spec_int ("threads", "Threads",
+          "CPU threads an analysis uses on the CPU backend (0: one per core, "
+          "and in live mode one less, which leaves a core to the stream)",
+          0, 1024, DEFAULT_THREADS, live));
   g_object_class_install_property (gobject_class, PROP_LATENCY,
       g_param_spec_uint64 ("latency", "Latency",
           "Time the element adds to a live pipeline's latency (what it "
@@ -1454,6 +1471,7 @@ gst_mask_rcnn_init (GstMaskRcnn *self)
   self->roi_meta = DEFAULT_ROI_META;
   self->mode = DEFAULT_MODE;
   self->qos = DEFAULT_QOS;
+  self->threads = DEFAULT_THREADS;
   self->earliest_time = GST_CLOCK_TIME_NONE;
   self->model_path = g_strdup (default_model_path ());
   g_mutex_init (&self->lock);

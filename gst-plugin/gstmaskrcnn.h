@@ -58,6 +58,7 @@ struct _GstMaskRcnn {
   gboolean roi_meta;
   GstMaskRcnnMode mode;
   gboolean qos;
+  gint threads;
   gboolean thresholds_changed, classes_changed;
   guint settings_serial; /* bumped when a model property changes */
   /* also under the object lock: QoS and latency */
