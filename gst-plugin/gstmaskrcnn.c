@@ -88,6 +88,7 @@ enum
   PROP_QOS,
   PROP_LATENCY,
   PROP_THREADS,
+  PROP_ENGINE_ID,
 };
 
 #define DEFAULT_BACKEND MRCNN_BACKEND_AUTO
@@ -206,6 +207,13 @@ struct _GstMaskRcnnAnalyzer {
   gchar **class_names; /* labels file, or the model's names */
   int num_classes;
   gchar *name;         /* the weights file's name, for the meta */
+  /* shared by the elements naming `shared_id` as their engine-id: they run
+   * the engine one at a time under run_lock, each with its own thresholds
+   * and classes; NULL for an element's own */
+  gchar *shared_id;
+  gchar *shared_key;   /* the model settings every sharer must have */
+  guint shared_users;  /* elements running it, under shared_lock */
+  GMutex run_lock;
 };
 
 static void
@@ -216,6 +224,9 @@ analyzer_clear (gpointer data)
   mrcnn_model_free (a->model);
   g_strfreev (a->class_names);
   g_free (a->name);
+  g_free (a->shared_id);
+  g_free (a->shared_key);
+  g_mutex_clear (&a->run_lock);
 }
 
 static GstMaskRcnnAnalyzer *
@@ -234,7 +245,7 @@ analyzer_unref (GstMaskRcnnAnalyzer *a)
 /* The properties a model is loaded with, and the settings_serial they
  * were taken at. */
 typedef struct {
-  gchar *model_path, *config_path, *labels_path, *classes;
+  gchar *model_path, *config_path, *labels_path, *classes, *engine_id;
   MrcnnOptions options;
   guint serial;
 } LoadSettings;
@@ -247,6 +258,8 @@ load_settings_take (GstMaskRcnn *self, LoadSettings *s)
   s->config_path = g_strdup (self->config_path);
   s->labels_path = g_strdup (self->labels_path);
   s->classes = g_strdup (self->classes);
+  s->engine_id = self->engine_id && *self->engine_id
+      ? g_strdup (self->engine_id) : NULL;
   mrcnn_options_init (&s->options);
   s->options.backend = self->backend;
   s->options.device_id = self->device_id;
@@ -266,6 +279,7 @@ load_settings_clear (LoadSettings *s)
   g_free (s->config_path);
   g_free (s->labels_path);
   g_free (s->classes);
+  g_free (s->engine_id);
 }
 
 /* Class names from the labels file: one per line, either one per class of
@@ -352,6 +366,7 @@ analyzer_load (const LoadSettings *s, GstResourceError *code, GError **error)
     return NULL;
   }
   GstMaskRcnnAnalyzer *a = g_atomic_rc_box_new0 (GstMaskRcnnAnalyzer);
+  g_mutex_init (&a->run_lock);
   const char *what = NULL;
   *code = GST_RESOURCE_ERROR_OPEN_READ;
   a->model = mrcnn_model_load_with_config (s->model_path, s->config_path,
@@ -408,6 +423,69 @@ post_load_failure (GstMaskRcnn *self, GstMessageType type,
       GST_FUNCTION, __LINE__);
 }
 
+/* ---- engines shared by engine-id ----------------------------------------- */
+
+/* The analyzers elements share by engine-id, by id; an entry is held by the
+ * elements running it (shared_users, each with a reference) and leaves the
+ * table when the last of them stops.  Under shared_lock. */
+static GMutex shared_lock;
+static GHashTable *shared_engines;
+
+static gchar *
+shared_key (const LoadSettings *s)
+{
+  return g_strdup_printf ("model=%s config=%s labels=%s backend=%d "
+      "device-id=%d precision=%d", GST_STR_NULL (s->model_path),
+      GST_STR_NULL (s->config_path), GST_STR_NULL (s->labels_path),
+      s->options.backend, s->options.device_id, s->options.precision);
+}
+
+/* The analyzer s->engine_id names: the one running already, or one loaded
+ * now (under the lock, so that elements starting together load it once).
+ * NULL and an error when it runs with other settings or does not load. */
+static GstMaskRcnnAnalyzer *
+shared_acquire (const LoadSettings *s, GstResourceError *code,
+    GError **error)
+{
+  gchar *key = shared_key (s);
+  g_mutex_lock (&shared_lock);
+  if (!shared_engines)
+    shared_engines = g_hash_table_new (g_str_hash, g_str_equal);
+  GstMaskRcnnAnalyzer *a = g_hash_table_lookup (shared_engines, s->engine_id);
+  if (a && strcmp (a->shared_key, key) != 0) {
+    *code = GST_RESOURCE_ERROR_SETTINGS;
+    g_set_error (error, GST_RESOURCE_ERROR, *code, "engine-id \"%s\" runs "
+        "%s; this element asks for %s.  Elements sharing an engine need the "
+        "same model, config, labels, backend, device-id and precision",
+        s->engine_id, a->shared_key, key);
+    a = NULL;
+  } else if (a) {
+    analyzer_ref (a);
+    a->shared_users++;
+  } else if ((a = analyzer_load (s, code, error))) {
+    a->shared_id = g_strdup (s->engine_id);
+    a->shared_key = g_steal_pointer (&key);
+    a->shared_users = 1;
+    g_hash_table_insert (shared_engines, a->shared_id, a);
+  }
+  g_mutex_unlock (&shared_lock);
+  g_free (key);
+  return a;
+}
+
+/* An element lets go of the analyzer it ran. */
+static void
+analyzer_release (GstMaskRcnnAnalyzer *a)
+{
+  if (a && a->shared_id) {
+    g_mutex_lock (&shared_lock);
+    if (--a->shared_users == 0)
+      g_hash_table_remove (shared_engines, a->shared_id);
+    g_mutex_unlock (&shared_lock);
+  }
+  analyzer_unref (a);
+}
+
 /* Loads the model set while playing; the worker takes it between frames.
  * A model that fails to load leaves the running one in place. */
 static gpointer
@@ -423,8 +501,14 @@ loader_thread (gpointer data)
     LoadSettings s;
     load_settings_take (self, &s);
     GError *error = NULL;
-    GstResourceError code;
-    GstMaskRcnnAnalyzer *a = analyzer_load (&s, &code, &error);
+    GstResourceError code = GST_RESOURCE_ERROR_SETTINGS;
+    GstMaskRcnnAnalyzer *a = NULL;
+    if (s.engine_id)
+      g_set_error (&error, GST_RESOURCE_ERROR, code, "engine-id \"%s\" is "
+          "shared: its model changes when its elements start again",
+          s.engine_id);
+    else
+      a = analyzer_load (&s, &code, &error);
     const char *backend = a ? mrcnn_engine_backend_name (a->engine) : NULL;
 
     /* settings changed again meanwhile (several properties set one after
@@ -553,6 +637,10 @@ gst_mask_rcnn_set_property (GObject *object, guint prop_id,
     case PROP_THREADS:
       self->threads = g_value_get_int (value);
       break;
+    case PROP_ENGINE_ID:
+      g_free (self->engine_id);
+      self->engine_id = g_value_dup_string (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -626,6 +714,9 @@ gst_mask_rcnn_get_property (GObject *object, guint prop_id, GValue *value,
     case PROP_THREADS:
       g_value_set_int (value, self->threads);
       break;
+    case PROP_ENGINE_ID:
+      g_value_set_string (value, self->engine_id);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -636,13 +727,13 @@ gst_mask_rcnn_get_property (GObject *object, guint prop_id, GValue *value,
 /* ---- the worker --------------------------------------------------------- */
 
 /* Thresholds and classes changed while playing, or all of them for a model
- * just swapped in. */
+ * just swapped in or an engine shared with other elements. */
 static void
 apply_live_settings (GstMaskRcnn *self, gboolean all)
 {
   GST_OBJECT_LOCK (self);
   gboolean thresholds = self->thresholds_changed || all;
-  gboolean classes_changed = self->classes_changed || all;
+  gboolean classes_changed = self->classes_changed;
   float score = self->score_threshold, nms = self->nms_threshold;
   float mask = self->mask_threshold;
   int max_det = self->max_detections;
@@ -661,7 +752,12 @@ apply_live_settings (GstMaskRcnn *self, gboolean all)
     GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
         ("Class filter not changed: %s", error->message), (NULL));
     g_clear_error (&error);
+  } else if (classes_changed) {
+    g_free (self->applied_classes);
+    self->applied_classes = g_steal_pointer (&classes);
   }
+  if (all)
+    apply_classes (self->analyzer, self->applied_classes, NULL);
   g_free (classes);
 }
 
@@ -719,8 +815,9 @@ worker_thread (gpointer data)
     GError *error = NULL;
     gboolean ok = TRUE;
     GstClockTime took = 0;
-    if (have_job || swapped)
-      apply_live_settings (self, swapped);
+    GstMaskRcnnAnalyzer *a = self->analyzer;
+    if (swapped && !have_job)
+      apply_live_settings (self, TRUE);
     if (have_job) {
       if (job.live)
         make_analysis_background (self, &background);
@@ -729,11 +826,18 @@ worker_thread (gpointer data)
       GST_OBJECT_UNLOCK (self);
       if (threads == 0 && job.live)
         threads = MAX (1, (int) g_get_num_processors () - 1);
-      mrcnn_engine_set_threads (self->analyzer->engine, threads);
+      /* a shared engine runs one frame at a time, each with its element's
+       * settings */
+      if (a->shared_id)
+        g_mutex_lock (&a->run_lock);
+      apply_live_settings (self, swapped || a->shared_id);
+      mrcnn_engine_set_threads (a->engine, threads);
       gint64 begin = g_get_monotonic_time ();
-      ok = mrcnn_engine_detect (self->analyzer->engine, &job.image,
-          &self->work_result, &error);
+      ok = mrcnn_engine_detect (a->engine, &job.image, &self->work_result,
+          &error);
       took = (g_get_monotonic_time () - begin) * GST_USECOND;
+      if (a->shared_id)
+        g_mutex_unlock (&a->run_lock);
       gst_clear_buffer (&job.rgb);
     }
 
@@ -788,13 +892,26 @@ gst_mask_rcnn_start (GstBaseTransform *trans)
   GstResourceError code;
 
   load_settings_take (self, &s);
-  GstMaskRcnnAnalyzer *a = analyzer_load (&s, &code, &error);
+  GstMaskRcnnAnalyzer *a = s.engine_id ? shared_acquire (&s, &code, &error)
+      : analyzer_load (&s, &code, &error);
+  if (a && a->shared_id) {
+    /* this element's classes, on the engine another may have made */
+    g_mutex_lock (&a->run_lock);
+    gboolean ok = apply_classes (a, s.classes, &error);
+    g_mutex_unlock (&a->run_lock);
+    if (!ok) {
+      code = GST_RESOURCE_ERROR_SETTINGS;
+      g_clear_pointer (&a, analyzer_release);
+    }
+  }
   if (!a) {
     post_load_failure (self, GST_MESSAGE_ERROR, code, error, &s, "");
     g_clear_error (&error);
     load_settings_clear (&s);
     return FALSE;
   }
+  g_free (self->applied_classes);
+  self->applied_classes = g_strdup (s.classes);
   GST_INFO_OBJECT (self, "loaded %s on the %s backend", s.model_path,
       mrcnn_engine_backend_name (a->engine));
   load_settings_clear (&s);
@@ -833,7 +950,7 @@ static void
 clear_stream_state (GstMaskRcnn *self)
 {
   g_clear_pointer (&self->next, analyzer_unref);
-  g_clear_pointer (&self->analyzer, analyzer_unref);
+  g_clear_pointer (&self->analyzer, analyzer_release);
   g_clear_pointer (&self->latest.analyzer, analyzer_unref);
   self->latest.valid = FALSE;
   mrcnn_result_clear (&self->latest.result);
@@ -1323,6 +1440,8 @@ gst_mask_rcnn_finalize (GObject *object)
   g_free (self->labels_path);
   g_free (self->classes);
   g_free (self->stream_id);
+  g_free (self->engine_id);
+  g_free (self->applied_classes);
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 static void
@@ -1419,6 +1538,16 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
           "CPU threads an analysis uses on the CPU backend (0: one per core, "
           "and in live mode one less, which leaves a core to the stream)",
           0, 1024, DEFAULT_THREADS, live));
+  g_object_class_install_property (gobject_class, PROP_ENGINE_ID,
+      g_param_spec_string ("engine-id", "Engine ID",
+          "maskrcnn elements of one process that give the same engine-id "
+          "share one loaded model and engine (they must have the same model, "
+          "config, labels, backend, device-id and precision: else an ERROR), "
+          "so an extra stream costs only its own frame buffers; each keeps "
+          "its own thresholds, classes, mode and interval, and they run the "
+          "engine one frame at a time.  Model settings of a shared engine "
+          "change when its elements start again.  Empty: an engine of the "
+          "element's own", NULL, rw | GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_LATENCY,
       g_param_spec_uint64 ("latency", "Latency",
           "Time the element adds to a live pipeline's latency (what it "

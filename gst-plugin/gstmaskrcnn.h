@@ -59,6 +59,7 @@ struct _GstMaskRcnn {
   GstMaskRcnnMode mode;
   gboolean qos;
   gint threads;
+  gchar *engine_id;
   gboolean thresholds_changed, classes_changed;
   guint settings_serial; /* bumped when a model property changes */
   /* also under the object lock: QoS and latency */
@@ -90,6 +91,7 @@ struct _GstMaskRcnn {
   /* the worker's own while it runs (and start/stop's when it does not) */
   GstMaskRcnnAnalyzer *analyzer;
   MrcnnResult work_result;
+  gchar *applied_classes;       /* the last valid `classes` */
 
   /* the streaming thread's own (window_*: under the object lock) */
   guint64 frame_count;     /* frames of this stream */

@@ -987,6 +987,82 @@ GST_START_TEST (test_model_swap_while_playing)
 }
 GST_END_TEST;
 
+/* engine-id: elements share one engine, each with its own settings; they
+ * start and stop in any order; results equal those of an engine of their
+ * own. */
+GST_START_TEST (test_shared_engine)
+{
+  GstBuffer *ref_buffer = reference_output ();
+  GstMaskRcnnMeta *ref = meta_of (ref_buffer);
+  guint boxes = 0;
+  for (guint i = 0; i < ref->n_detections; i++)
+    boxes += g_str_equal (ref->detections[i].class_name, "box");
+  gchar *all = g_strdup_printf ("maskrcnn mode=every-frame model=%s "
+      "engine-id=shared-test", model_path ());
+  gchar *only_boxes = g_strdup_printf ("maskrcnn mode=every-frame model=%s "
+      "engine-id=shared-test classes=box", model_path ());
+  GRand *rand = g_rand_new_with_seed (7);
+  for (int round = 0; round < 3; round++) {
+    GstHarness *h[3] = { harness_new (all), harness_new (only_boxes),
+      harness_new (all) };
+    for (int i = 0; i < 3; i++) {
+      GstBuffer *out = process (h[i], test_frame ());
+      GstMaskRcnnMeta *meta = meta_of (out);
+      if (i == 1) {
+        fail_unless_equals_int (meta->n_detections, boxes);
+      } else {
+        fail_unless (same_detections (ref, meta));
+      }
+      gst_buffer_unref (out);
+    }
+    /* stopped in a random order, the others go on */
+    int order[3] = { 0, 1, 2 };
+    for (int i = 2; i > 0; i--) {
+      int j = g_rand_int_range (rand, 0, i + 1), t = order[i];
+      order[i] = order[j];
+      order[j] = t;
+    }
+    for (int k = 0; k < 3; k++) {
+      gst_harness_teardown (h[order[k]]);
+      h[order[k]] = NULL;
+      for (int i = 0; i < 3; i++) {
+        if (!h[i])
+          continue;
+        GstBuffer *out = process (h[i], test_frame ());
+        fail_unless_equals_int (meta_of (out)->n_detections,
+            i == 1 ? boxes : ref->n_detections);
+        gst_buffer_unref (out);
+      }
+    }
+  }
+  g_rand_free (rand);
+  g_free (all);
+  g_free (only_boxes);
+  gst_buffer_unref (ref_buffer);
+}
+GST_END_TEST;
+
+/* Another model under an engine-id in use: an ERROR that says both. */
+GST_START_TEST (test_shared_engine_mismatch)
+{
+  gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s "
+      "engine-id=mismatch-test", model_path ());
+  GstHarness *h = harness_new (desc);
+  GstBuffer *out = process (h, test_frame ());
+  gst_buffer_unref (out);
+  gchar *other = g_strdup_printf (SOURCE "maskrcnn engine-id=mismatch-test "
+      "model=%s config=%s ! fakesink", g_getenv ("MRCNN_TEST_H5"),
+      g_getenv ("MRCNN_TEST_H5_CONFIG"));
+  gchar *text = pipeline_error (other);
+  fail_unless (text && strstr (text, "engine-id \"mismatch-test\" runs")
+      && strstr (text, g_getenv ("MRCNN_TEST_H5")), "%s", text);
+  g_free (text);
+  g_free (other);
+  gst_harness_teardown (h);
+  g_free (desc);
+}
+GST_END_TEST;
+
 static Suite *
 maskrcnn_suite (void)
 {
@@ -1019,6 +1095,8 @@ maskrcnn_suite (void)
   tcase_add_test (tc, test_qos_late_frames_pass_on);
   tcase_add_test (tc, test_live_mode);
   tcase_add_test (tc, test_model_swap_while_playing);
+  tcase_add_test (tc, test_shared_engine);
+  tcase_add_test (tc, test_shared_engine_mismatch);
   return s;
 }
 
