@@ -57,7 +57,12 @@
  * the object lock) are posted with self->lock released.
  *
  * The epoch is bumped at each caps change, flush and stream start; results
- * of an earlier epoch are never attached, so none cross those boundaries. */
+ * of an earlier epoch are never attached, so none cross those boundaries.
+ *
+ * Elements naming one engine-id share an analyzer: the table of them is
+ * under shared_lock (taken alone), and their workers run its engine one
+ * frame at a time under the analyzer's run_lock, which may be held when
+ * the object lock is taken, never the reverse. */
 
 GST_DEBUG_CATEGORY_STATIC (gst_mask_rcnn_debug);
 #define GST_CAT_DEFAULT gst_mask_rcnn_debug
