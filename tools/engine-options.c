@@ -5,6 +5,7 @@
 static char *backend_name = "auto";
 static char *precision_name = "fp32";
 static int device_id = 0;
+static int threads = 0;
 
 static const GOptionEntry engine_option_entries[] = {
   { "backend", 'b', 0, G_OPTION_ARG_STRING, &backend_name,
@@ -13,6 +14,9 @@ static const GOptionEntry engine_option_entries[] = {
     "CUDA GPU to run on, numbered from 0 (default 0)", "N" },
   { "precision", 'p', 0, G_OPTION_ARG_STRING, &precision_name,
     "fp32 or fp16 (default fp32; fp16 needs the CUDA backend)", "NAME" },
+  { "threads", 't', 0, G_OPTION_ARG_INT, &threads,
+    "CPU threads of the CPU backend's matrix products (default 0: "
+    "OpenBLAS's own count, OPENBLAS_NUM_THREADS or one per core)", "N" },
   { NULL },
 };
 
@@ -47,6 +51,12 @@ engine_options_parse (GOptionContext *context, const GOptionEntry *entries,
         "--precision must be fp32 or fp16");
     return FALSE;
   }
+  if (threads < 0) {
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
+        "--threads must be 0 (OpenBLAS's own count) or more");
+    return FALSE;
+  }
   options->device_id = device_id;
+  options->threads = threads;
   return TRUE;
 }

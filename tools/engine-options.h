@@ -6,7 +6,7 @@
 #include <mrcnn.h>
 
 /* Parses the command line with the tool's own entries and --backend,
- * --device and --precision, then initialises options with those three;
+ * --device, --precision and --threads, then initialises options with them;
  * FALSE, with a message naming the option, for a bad one.  Frees context. */
 gboolean engine_options_parse (GOptionContext *context,
     const GOptionEntry *entries, int *argc, char ***argv,

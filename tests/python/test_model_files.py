@@ -234,6 +234,11 @@ def main():
                      f"{len(baseline) if baseline is not None else 'no'} detections")
         compare_runs(checks, "legacy key names", baseline,
                      run_image(checks, detect, "legacy key names", legacy, image_path), score_thresh, cap)
+        # one CPU thread: the same detections as OpenBLAS's own count
+        one_thread = harness.detect_json(detect, ["--threads", "1", "--model", current,
+                                                  image_path])[0]["detections"]
+        checks.check("--threads 1: the default run's detections", one_thread == baseline,
+                     f"{len(one_thread)} detections, identical: {one_thread == baseline}")
 
         # Half-precision files: converted on load, so they must match an F32
         # file holding the same rounded values.
@@ -336,7 +341,8 @@ def main():
                 ("unknown backend", ["--backend", "tpu"], "--backend", ["auto, cpu or cuda"]),
                 ("score threshold above 1", ["--score-threshold", "2"], "thresholds", ["[0, 1]"]),
                 ("max detections above 1000", ["--max-detections", "5000"], "max detections",
-                 ["1000"])]:
+                 ["1000"]),
+                ("negative thread count", ["--threads", "-1"], "--threads", ["0"])]:
             check_refused(checks, detect, name, current, image_path, culprit, keywords, options)
     checks.finish()
 
