@@ -57,8 +57,8 @@ typedef struct {
 
   /* Waits for the work queued so far (NULL: stages return when done). */
   gboolean (*synchronize) (gpointer state, GError **error);
-  /* CPU threads of the following detections, 0: one per core (NULL: the
-   * backend computes elsewhere). */
+  /* CPU threads of the following detections, 0: the BLAS library's own
+   * count (NULL: the backend computes elsewhere). */
   void (*set_threads) (gpointer state, int threads);
   /* Device memory held, in bytes (NULL: none). */
   size_t (*device_memory) (gpointer state);

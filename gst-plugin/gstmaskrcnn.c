@@ -742,7 +742,7 @@ apply_live_settings (GstMaskRcnn *self, gboolean all)
   float score = self->score_threshold, nms = self->nms_threshold;
   float mask = self->mask_threshold;
   int max_det = self->max_detections;
-  gchar *classes = g_strdup (self->classes);
+  gchar *classes = classes_changed ? g_strdup (self->classes) : NULL;
   self->thresholds_changed = self->classes_changed = FALSE;
   GST_OBJECT_UNLOCK (self);
 

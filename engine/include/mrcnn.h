@@ -57,7 +57,8 @@ typedef struct {
   void *cuda_stream;
   /* CPU threads a detection's computations may use (OpenBLAS's GEMMs,
    * which set the count for the whole process: each detection sets its
-   * own before it starts); 0: one per core.  Ignored by the CUDA backend. */
+   * own before it starts); 0: OpenBLAS's own count (OPENBLAS_NUM_THREADS,
+   * else one per core).  Ignored by the CUDA backend. */
   int threads;
   /* Time each stage (mrcnn_engine_stage_times).  The engine then waits for
    * the device after every stage, so that the times do not overlap: for
