@@ -21,7 +21,7 @@ rows = {}
 for n in (1, 4):
     out = os.path.join(scratch, f"streams-{n}.jsonl")
     subprocess.run([sys.executable, streams_py, "--model", model, "--streams", str(n),
-                    "--seconds", "3", "--props", "engine-id=shared", "--jsonl", out],
+                    "--seconds", "8", "--props", "engine-id=shared", "--jsonl", out],
                    check=True)
     with open(out) as f:
         rows[n] = json.loads(f.readline())
