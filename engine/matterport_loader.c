@@ -312,12 +312,13 @@ static gboolean
 load_rpn (Loader *ld, MrcnnModel *m)
 {
   int A = m->config.n_aspect_ratios;
-  if (!load_conv (ld, &m->rpn_conv, "rpn_conv_shared", NULL, 3,
+  m->n_rpn_convs = 1;
+  if (!load_conv (ld, &m->rpn_convs[0], "rpn_conv_shared", NULL, 3,
           m->fpn_channels, -1, 1, 1)
       || !load_conv (ld, &m->rpn_cls, "rpn_class_raw", NULL, 1,
-          m->rpn_conv.out_channels, -1, 1, 0)
+          m->rpn_convs[0].out_channels, -1, 1, 0)
       || !load_conv (ld, &m->rpn_bbox, "rpn_bbox_pred", NULL, 1,
-          m->rpn_conv.out_channels, -1, 1, 0))
+          m->rpn_convs[0].out_channels, -1, 1, 0))
     return FALSE;
   /* two logits and four deltas per anchor */
   if (m->rpn_cls.out_channels != 2 * A || m->rpn_bbox.out_channels != 4 * A)
@@ -339,18 +340,20 @@ load_heads (Loader *ld, MrcnnModel *m)
   if (w && w->ndim == 4 && w->shape[0] == w->shape[1] && w->shape[0] > 1
       && w->shape[0] <= 64)
     c->box_roi_size = (int) w->shape[0];
-  if (!load_conv_as_linear (ld, &m->fc6, "mrcnn_class_conv1",
-          "mrcnn_class_bn1", c->box_roi_size, m->fpn_channels, -1)
-      || !load_conv_as_linear (ld, &m->fc7, "mrcnn_class_conv2",
-          "mrcnn_class_bn2", 1, m->fc6.out_features, -1)
+  MrcnnLinear *fc6 = &m->box_fcs[0], *fc7 = &m->box_fcs[1];
+  m->n_box_fcs = 2;
+  if (!load_conv_as_linear (ld, fc6, "mrcnn_class_conv1", "mrcnn_class_bn1",
+          c->box_roi_size, m->fpn_channels, -1)
+      || !load_conv_as_linear (ld, fc7, "mrcnn_class_conv2",
+          "mrcnn_class_bn2", 1, fc6->out_features, -1)
       || !load_dense (ld, &m->cls_score, "mrcnn_class_logits",
-          m->fc7.out_features, -1))
+          fc7->out_features, -1))
     return FALSE;
   m->num_classes = m->cls_score.out_features;
   if (m->num_classes < 2)
     return model_error (ld, "layer \"mrcnn_class_logits\" has %d classes; "
         "at least background and one class are needed", m->num_classes);
-  if (!load_dense (ld, &m->bbox_pred, "mrcnn_bbox_fc", m->fc7.out_features,
+  if (!load_dense (ld, &m->bbox_pred, "mrcnn_bbox_fc", fc7->out_features,
           4 * m->num_classes))
     return FALSE;
 

@@ -58,6 +58,7 @@ mrcnn_config_init_torchvision (MrcnnConfig *c)
     .image_mean = { 0.485f, 0.456f, 0.406f },
     .image_std = { 0.229f, 0.224f, 0.225f },
     .backbone_bn_eps = 0.0f,
+    .head_bn_eps = 1e-5f,
     .n_anchor_sizes = 1,
     .n_aspect_ratios = 3,
     .aspect_ratios = { 0.5f, 1.0f, 2.0f },
@@ -161,11 +162,20 @@ mrcnn_model_foreach_weights (MrcnnModel *m, MrcnnWeightsFunc func,
     g_snprintf (name, sizeof name, "FPN output %d", L + 1);
     conv_foreach (&m->fpn_layer[L], name, func, user_data);
   }
-  conv_foreach (&m->rpn_conv, "RPN conv", func, user_data);
+  for (int j = 0; j < m->n_rpn_convs; j++) {
+    g_snprintf (name, sizeof name, "RPN conv %d", j + 1);
+    conv_foreach (&m->rpn_convs[j], name, func, user_data);
+  }
   conv_foreach (&m->rpn_cls, "RPN objectness", func, user_data);
   conv_foreach (&m->rpn_bbox, "RPN box deltas", func, user_data);
-  linear_foreach (&m->fc6, "box head fc6", func, user_data);
-  linear_foreach (&m->fc7, "box head fc7", func, user_data);
+  for (int j = 0; j < m->n_box_convs; j++) {
+    g_snprintf (name, sizeof name, "box head conv %d", j + 1);
+    conv_foreach (&m->box_convs[j], name, func, user_data);
+  }
+  for (int j = 0; j < m->n_box_fcs; j++) {
+    g_snprintf (name, sizeof name, "box head fc %d", j + 1);
+    linear_foreach (&m->box_fcs[j], name, func, user_data);
+  }
   linear_foreach (&m->cls_score, "box head class scores", func, user_data);
   linear_foreach (&m->bbox_pred, "box head box deltas", func, user_data);
   for (int j = 0; j < m->n_mask_layers; j++) {
@@ -292,11 +302,14 @@ mrcnn_model_free (MrcnnModel *m)
     conv_free (&m->fpn_inner[L]);
     conv_free (&m->fpn_layer[L]);
   }
-  conv_free (&m->rpn_conv);
+  for (int j = 0; j < MRCNN_MAX_RPN_CONVS; j++)
+    conv_free (&m->rpn_convs[j]);
   conv_free (&m->rpn_cls);
   conv_free (&m->rpn_bbox);
-  linear_free (&m->fc6);
-  linear_free (&m->fc7);
+  for (int j = 0; j < MRCNN_MAX_BOX_CONVS; j++)
+    conv_free (&m->box_convs[j]);
+  for (int j = 0; j < MRCNN_MAX_BOX_FCS; j++)
+    linear_free (&m->box_fcs[j]);
   linear_free (&m->cls_score);
   linear_free (&m->bbox_pred);
   for (int j = 0; j < MRCNN_MAX_MASK_LAYERS; j++)
@@ -403,7 +416,7 @@ describe_matterport (JsonBuilder *b, const MrcnnModel *m)
   add_int (b, "POOL_SIZE", c->box_roi_size);
   add_int (b, "MASK_POOL_SIZE", c->mask_roi_size);
   add_double (b, "mask_threshold", c->mask_threshold);
-  add_int (b, "rpn_channels", m->rpn_conv.out_channels);
+  add_int (b, "rpn_channels", m->rpn_convs[0].out_channels);
 }
 
 /* torchvision's constants under the __metadata__ key names. */
@@ -419,6 +432,8 @@ describe_torchvision (JsonBuilder *b, const MrcnnModel *m)
   add_floats (b, "image_std", c->image_std, 3);
   add_int (b, "size_divisible", c->size_divisible);
   add_double (b, "backbone_bn_eps", c->backbone_bn_eps);
+  if (m->n_box_convs > 0)
+    add_double (b, "head_bn_eps", c->head_bn_eps);
   add_int (b, "rpn_pre_nms_top_n", c->rpn_pre_nms_top_n);
   add_int (b, "rpn_post_nms_top_n", c->rpn_post_nms_top_n);
   add_double (b, "rpn_nms_thresh", c->rpn_nms_thresh);
@@ -448,11 +463,34 @@ describe_torchvision (JsonBuilder *b, const MrcnnModel *m)
   add_int (b, "num_classes", m->num_classes);
 }
 
+/* What the network is, in the names its authors give it: torchvision's
+ * builder where the shape is one of theirs. */
+static char *
+architecture (const MrcnnModel *m)
+{
+  int blocks = 0;
+  for (int L = 0; L < 4; L++)
+    blocks += m->n_blocks[L];
+  int depth = 3 * blocks + 2; /* bottleneck blocks: 3 convs each */
+  if (m->config.variant == MRCNN_VARIANT_MATTERPORT)
+    return g_strdup_printf ("ResNet-%d-FPN Mask R-CNN (matterport)", depth);
+  gboolean v2 = m->n_box_convs > 0;
+  gboolean standard = depth == 50 && m->stem.out_channels == 64
+      && m->fpn_channels == 256;
+  if (standard)
+    return g_strdup (v2 ? "maskrcnn_resnet50_fpn_v2" : "maskrcnn_resnet50_fpn");
+  return g_strdup_printf ("ResNet-%d-FPN Mask R-CNN, torchvision %s heads",
+      depth, v2 ? "v2" : "v1");
+}
+
 char *
 mrcnn_model_describe (const MrcnnModel *m)
 {
   JsonBuilder *b = json_builder_new ();
   json_builder_begin_object (b);
+  char *arch = architecture (m);
+  add_string (b, "architecture", arch);
+  g_free (arch);
   if (m->config.variant == MRCNN_VARIANT_MATTERPORT)
     describe_matterport (b, m);
   else
@@ -464,7 +502,18 @@ mrcnn_model_describe (const MrcnnModel *m)
   json_builder_end_array (b);
   add_int (b, "stem_channels", m->stem.out_channels);
   add_int (b, "fpn_channels", m->fpn_channels);
-  add_int (b, "representation_size", m->fc6.out_features);
+  add_int (b, "rpn_convs", m->n_rpn_convs);
+  json_builder_set_member_name (b, "box_head_channels");
+  json_builder_begin_array (b);
+  for (int j = 0; j < m->n_box_convs; j++)
+    json_builder_add_int_value (b, m->box_convs[j].out_channels);
+  json_builder_end_array (b);
+  json_builder_set_member_name (b, "box_head_features");
+  json_builder_begin_array (b);
+  for (int j = 0; j < m->n_box_fcs; j++)
+    json_builder_add_int_value (b, m->box_fcs[j].out_features);
+  json_builder_end_array (b);
+  add_int (b, "representation_size", m->box_fcs[m->n_box_fcs - 1].out_features);
   json_builder_set_member_name (b, "mask_channels");
   json_builder_begin_array (b);
   for (int j = 0; j < m->n_mask_layers; j++)

@@ -12,6 +12,9 @@ G_BEGIN_DECLS
 #define MRCNN_ROI_LEVELS 4   /* ROIAlign reads P2..P5 */
 #define MRCNN_MAX_ANCHOR_SHAPES 8
 #define MRCNN_MAX_MASK_LAYERS 8
+#define MRCNN_MAX_RPN_CONVS 4
+#define MRCNN_MAX_BOX_CONVS 8
+#define MRCNN_MAX_BOX_FCS 4
 
 typedef struct {
   int in_channels, out_channels;
@@ -61,7 +64,8 @@ typedef struct {
   MrcnnVariant variant;
   int min_size, max_size, size_divisible;
   float image_mean[3], image_std[3];
-  float backbone_bn_eps;
+  float backbone_bn_eps; /* backbone and FPN batch norms */
+  float head_bn_eps;     /* box and mask head batch norms (v2) */
 
   int n_anchor_sizes, n_aspect_ratios; /* same for every level */
   float anchor_sizes[MRCNN_FPN_LEVELS][MRCNN_MAX_ANCHOR_SHAPES];
@@ -98,10 +102,21 @@ struct _MrcnnModel {
   int fpn_channels;
   MrcnnConv fpn_inner[4], fpn_layer[4];
 
+  /* RPN head: 3x3 conv + ReLU layers (torchvision v2: 2, else 1), then
+   * the objectness and box-delta convolutions */
   int num_anchors; /* per location */
-  MrcnnConv rpn_conv, rpn_cls, rpn_bbox;
+  int n_rpn_convs;
+  MrcnnConv rpn_convs[MRCNN_MAX_RPN_CONVS];
+  MrcnnConv rpn_cls, rpn_bbox;
 
-  MrcnnLinear fc6, fc7, cls_score, bbox_pred;
+  /* Box head: 3x3 conv + ReLU layers on each pooled ROI (torchvision v2:
+   * 4, else none), then fully connected layers + ReLU (v1 and matterport:
+   * fc6, fc7; v2: one) over the flattened [C][P][P] features */
+  int n_box_convs;
+  MrcnnConv box_convs[MRCNN_MAX_BOX_CONVS];
+  int n_box_fcs;
+  MrcnnLinear box_fcs[MRCNN_MAX_BOX_FCS];
+  MrcnnLinear cls_score, bbox_pred;
   int num_classes;
 
   int n_mask_layers;

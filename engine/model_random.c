@@ -48,10 +48,12 @@ make_linear (Filler *f, MrcnnLinear *fc, int in, int out)
 MrcnnModel *
 mrcnn_model_new_random (const char *shape, guint32 seed, GError **error)
 {
-  gboolean matterport;
+  gboolean matterport, v2 = FALSE;
   int depth_layer3;
-  if (g_strcmp0 (shape, "torchvision-r50") == 0) {
+  if (g_strcmp0 (shape, "torchvision-r50") == 0
+      || g_strcmp0 (shape, "torchvision-r50-v2") == 0) {
     matterport = FALSE;
+    v2 = g_strcmp0 (shape, "torchvision-r50-v2") == 0;
     depth_layer3 = 6;
   } else if (g_strcmp0 (shape, "matterport-r101") == 0) {
     matterport = TRUE;
@@ -59,7 +61,8 @@ mrcnn_model_new_random (const char *shape, guint32 seed, GError **error)
   } else {
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
         "unknown model shape \"%s\": use torchvision-r50 (maskrcnn_resnet50_fpn, "
-        "91 classes) or matterport-r101 (mask_rcnn_coco.h5, 81 classes)",
+        "91 classes), torchvision-r50-v2 (maskrcnn_resnet50_fpn_v2) or "
+        "matterport-r101 (mask_rcnn_coco.h5, 81 classes)",
         shape ? shape : "");
     return NULL;
   }
@@ -103,16 +106,24 @@ mrcnn_model_new_random (const char *shape, guint32 seed, GError **error)
   }
   int A = m->config.n_anchor_sizes * m->config.n_aspect_ratios;
   m->num_anchors = A;
-  make_conv (&f, &m->rpn_conv, 256, matterport ? 512 : 256, 3, 1, 1);
-  make_conv (&f, &m->rpn_cls, m->rpn_conv.out_channels,
-      matterport ? 2 * A : A, 1, 1, 0);
-  make_conv (&f, &m->rpn_bbox, m->rpn_conv.out_channels, 4 * A, 1, 1, 0);
+  int rpn_channels = matterport ? 512 : 256;
+  m->n_rpn_convs = v2 ? 2 : 1;
+  for (int j = 0; j < m->n_rpn_convs; j++)
+    make_conv (&f, &m->rpn_convs[j], 256, rpn_channels, 3, 1, 1);
+  make_conv (&f, &m->rpn_cls, rpn_channels, matterport ? 2 * A : A, 1, 1, 0);
+  make_conv (&f, &m->rpn_bbox, rpn_channels, 4 * A, 1, 1, 0);
 
   int K = matterport ? 81 : 91, P = m->config.box_roi_size;
   int hidden = 1024;
   m->num_classes = K;
-  make_linear (&f, &m->fc6, 256 * P * P, hidden);
-  make_linear (&f, &m->fc7, hidden, hidden);
+  /* v2: FastRCNNConvFCHead, four 3x3 convs and one fully connected layer;
+   * else TwoMLPHead */
+  m->n_box_convs = v2 ? 4 : 0;
+  for (int j = 0; j < m->n_box_convs; j++)
+    make_conv (&f, &m->box_convs[j], 256, 256, 3, 1, 1);
+  m->n_box_fcs = v2 ? 1 : 2;
+  for (int j = 0; j < m->n_box_fcs; j++)
+    make_linear (&f, &m->box_fcs[j], j ? hidden : 256 * P * P, hidden);
   make_linear (&f, &m->cls_score, hidden, K);
   make_linear (&f, &m->bbox_pred, hidden, 4 * K);
 

@@ -244,7 +244,7 @@ static const char *const metadata_keys[] = {
   "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "rpn_nms_thresh",
   "rpn_score_thresh", "box_score_thresh", "box_nms_thresh",
   "box_detections_per_img", "box_roi_output_size", "mask_roi_output_size",
-  "sampling_ratio", "mask_threshold", "class_names",
+  "sampling_ratio", "mask_threshold", "class_names", "head_bn_eps",
 };
 
 /* A metadata value as text: the sidecar's, else the file's; NULL when
@@ -461,6 +461,7 @@ read_config (Loader *ld, MrcnnConfig *c)
       && meta_float3 (ld, "image_mean", c->image_mean)
       && meta_float3 (ld, "image_std", c->image_std)
       && meta_float (ld, "backbone_bn_eps", &c->backbone_bn_eps, 0, 1)
+      && meta_float (ld, "head_bn_eps", &c->head_bn_eps, 0, 1)
       && meta_anchors (ld, c)
       && meta_int (ld, "rpn_pre_nms_top_n_test", &c->rpn_pre_nms_top_n, 1,
           1000000)
@@ -574,27 +575,83 @@ load_backbone (Loader *ld, MrcnnModel *m)
   return TRUE;
 }
 
+/* A conv (+ ReLU where the layer has one) of torchvision's
+ * Conv2dNormActivation at prefix: "prefix.0" with its own bias, or, where
+ * "prefix.1" holds a batch norm (v2), a bias-free conv with that batch norm
+ * folded in. */
+static gboolean
+load_conv_block (Loader *ld, MrcnnConv *conv, const char *prefix,
+    const char *legacy_prefix, int in, int out, int kernel, int stride,
+    int pad, float eps)
+{
+  char *conv_name = g_strconcat (prefix, ".0", NULL);
+  char *bn_name = g_strconcat (prefix, ".1", NULL);
+  gboolean has_bn = FALSE;
+  static const char *const bn_parts[] = { "weight", "bias", "running_mean",
+    "running_var" };
+  for (gsize i = 0; i < G_N_ELEMENTS (bn_parts); i++) {
+    char *probe = g_strdup_printf ("%s.%s", bn_name, bn_parts[i]);
+    has_bn = has_bn || find (ld, probe, NULL);
+    g_free (probe);
+  }
+  gboolean ok = has_bn
+      ? load_conv_bn (ld, conv, conv_name, bn_name, in, out, kernel, stride,
+      pad, eps)
+      : load_conv (ld, conv, conv_name, legacy_prefix, in, out, kernel,
+      stride, pad);
+  g_free (conv_name), g_free (bn_name);
+  return ok;
+}
+
 static gboolean
 load_fpn (Loader *ld, MrcnnModel *m)
 {
+  float eps = m->config.backbone_bn_eps;
   for (int k = 0; k < 4; k++) {
-    char *name = g_strdup_printf ("backbone.fpn.inner_blocks.%d.0", k);
-    char *legacy = g_strdup_printf ("backbone.fpn.inner_blocks.%d", k);
-    gboolean ok = load_conv (ld, &m->fpn_inner[k], name, legacy,
-        m->stage_channels[k], k ? m->fpn_channels : -1, 1, 1, 0);
-    g_free (name), g_free (legacy);
+    char *name = g_strdup_printf ("backbone.fpn.inner_blocks.%d", k);
+    gboolean ok = load_conv_block (ld, &m->fpn_inner[k], name, name,
+        m->stage_channels[k], k ? m->fpn_channels : -1, 1, 1, 0, eps);
+    g_free (name);
     if (!ok)
       return FALSE;
     m->fpn_channels = m->fpn_inner[k].out_channels;
-    name = g_strdup_printf ("backbone.fpn.layer_blocks.%d.0", k);
-    legacy = g_strdup_printf ("backbone.fpn.layer_blocks.%d", k);
-    ok = load_conv (ld, &m->fpn_layer[k], name, legacy, m->fpn_channels,
-        m->fpn_channels, 3, 1, 1);
-    g_free (name), g_free (legacy);
+    name = g_strdup_printf ("backbone.fpn.layer_blocks.%d", k);
+    ok = load_conv_block (ld, &m->fpn_layer[k], name, name, m->fpn_channels,
+        m->fpn_channels, 3, 1, 1, eps);
+    g_free (name);
     if (!ok)
       return FALSE;
   }
   return TRUE;
+}
+
+/* How many of prefix.0, prefix.1, ... have "prefix.<j><suffix>" (at most
+ * max; one more is an error naming what); -1 and an error naming the
+ * missing tensor where a layer is missing between two present ones. */
+static int
+count_layers (Loader *ld, const char *prefix, const char *suffix, int max,
+    const char *what)
+{
+  for (int j = 0;; j++) {
+    char *probe = g_strdup_printf ("%s.%d%s", prefix, j, suffix);
+    gboolean present = find (ld, probe, NULL) != NULL;
+    if (present && j == max) {
+      g_free (probe);
+      model_error (ld, "%s has more than %d layers", what, max);
+      return -1;
+    }
+    if (!present) {
+      char *next = g_strdup_printf ("%s.%d%s", prefix, j + 1, suffix);
+      gboolean gap = find (ld, next, NULL) != NULL;
+      if (gap)
+        model_error (ld, "missing tensor \"%s\" (%s has \"%s\" after it)",
+            probe, what, next);
+      g_free (next);
+      g_free (probe);
+      return gap ? -1 : j;
+    }
+    g_free (probe);
+  }
 }
 
 static gboolean
@@ -603,9 +660,22 @@ load_rpn (Loader *ld, MrcnnModel *m)
   const MrcnnConfig *c = &m->config;
   int fpn = m->fpn_channels;
   int anchors = c->n_anchor_sizes * c->n_aspect_ratios;
-  if (!load_conv (ld, &m->rpn_conv, "rpn.head.conv.0.0", "rpn.head.conv", fpn,
-          fpn, 3, 1, 1)
-      || !load_conv (ld, &m->rpn_cls, "rpn.head.cls_logits", NULL, fpn,
+  int n = count_layers (ld, "rpn.head.conv", ".0.weight", MRCNN_MAX_RPN_CONVS,
+      "the RPN head");
+  if (n < 0)
+    return FALSE;
+  /* v1 files saved by torchvision before 0.13 name the one conv
+   * rpn.head.conv */
+  m->n_rpn_convs = MAX (n, 1);
+  for (int j = 0; j < m->n_rpn_convs; j++) {
+    char *name = g_strdup_printf ("rpn.head.conv.%d", j);
+    gboolean ok = load_conv_block (ld, &m->rpn_convs[j], name,
+        j == 0 ? "rpn.head.conv" : NULL, fpn, fpn, 3, 1, 1, 0);
+    g_free (name);
+    if (!ok)
+      return FALSE;
+  }
+  if (!load_conv (ld, &m->rpn_cls, "rpn.head.cls_logits", NULL, fpn,
           anchors, 1, 1, 0)
       || !load_conv (ld, &m->rpn_bbox, "rpn.head.bbox_pred", NULL, fpn,
           4 * anchors, 1, 1, 0))
@@ -614,16 +684,71 @@ load_rpn (Loader *ld, MrcnnModel *m)
   return TRUE;
 }
 
+/* v1: TwoMLPHead (fc6, fc7); v2: FastRCNNConvFCHead, conv + BN + ReLU
+ * blocks roi_heads.box_head.<j>, a Flatten, then Linear (+ ReLU) layers at
+ * every second index after it. */
+static gboolean
+load_box_head (Loader *ld, MrcnnModel *m)
+{
+  int s = m->config.box_roi_size;
+  int in = m->fpn_channels;
+  if (find (ld, "roi_heads.box_head.fc6.weight", NULL)) {
+    m->n_box_fcs = 2;
+    return load_linear (ld, &m->box_fcs[0], "roi_heads.box_head.fc6",
+        in * s * s, -1)
+        && load_linear (ld, &m->box_fcs[1], "roi_heads.box_head.fc7",
+        m->box_fcs[0].out_features, -1);
+  }
+  int n = count_layers (ld, "roi_heads.box_head", ".0.weight",
+      MRCNN_MAX_BOX_CONVS, "the box head");
+  if (n < 0)
+    return FALSE;
+  if (n == 0)
+    return model_error (ld, "missing tensor \"roi_heads.box_head.fc6.weight\""
+        " (v1) or \"roi_heads.box_head.0.0.weight\" (v2): no box head");
+  m->n_box_convs = n;
+  for (int j = 0; j < n; j++) {
+    char *name = g_strdup_printf ("roi_heads.box_head.%d", j);
+    gboolean ok = load_conv_block (ld, &m->box_convs[j], name, NULL, in, -1,
+        3, 1, 1, m->config.head_bn_eps);
+    g_free (name);
+    if (!ok)
+      return FALSE;
+    in = m->box_convs[j].out_channels;
+  }
+  in *= s * s;
+  /* index n is the Flatten, the Linear layers sit at n + 1, n + 3, ... */
+  for (int j = 0;; j++) {
+    char *name = g_strdup_printf ("roi_heads.box_head.%d", n + 1 + 2 * j);
+    char *probe = g_strconcat (name, ".weight", NULL);
+    gboolean present = find (ld, probe, NULL) != NULL;
+    gboolean ok = TRUE;
+    if (!present && j == 0)
+      ok = model_error (ld, "missing tensor \"%s\" (the box head's fully "
+          "connected layer after its %d convolutions)", probe, n);
+    else if (present && j == MRCNN_MAX_BOX_FCS)
+      ok = model_error (ld, "the box head has more than %d fully connected "
+          "layers", MRCNN_MAX_BOX_FCS);
+    else if (present)
+      ok = load_linear (ld, &m->box_fcs[j], name, in, -1);
+    g_free (name), g_free (probe);
+    if (!ok)
+      return FALSE;
+    if (!present)
+      return TRUE;
+    in = m->box_fcs[j].out_features;
+    m->n_box_fcs = j + 1;
+  }
+}
+
 static gboolean
 load_roi_heads (Loader *ld, MrcnnModel *m)
 {
-  int s = m->config.box_roi_size;
-  if (!load_linear (ld, &m->fc6, "roi_heads.box_head.fc6",
-          m->fpn_channels * s * s, -1)
-      || !load_linear (ld, &m->fc7, "roi_heads.box_head.fc7",
-          m->fc6.out_features, -1)
-      || !load_linear (ld, &m->cls_score, "roi_heads.box_predictor.cls_score",
-          m->fc7.out_features, -1))
+  if (!load_box_head (ld, m))
+    return FALSE;
+  int representation = m->box_fcs[m->n_box_fcs - 1].out_features;
+  if (!load_linear (ld, &m->cls_score, "roi_heads.box_predictor.cls_score",
+          representation, -1))
     return FALSE;
   m->num_classes = m->cls_score.out_features;
   if (m->num_classes < 2)
@@ -631,14 +756,19 @@ load_roi_heads (Loader *ld, MrcnnModel *m)
         ".weight\" has %d classes; at least background and one class are "
         "needed", m->num_classes);
   if (!load_linear (ld, &m->bbox_pred, "roi_heads.box_predictor.bbox_pred",
-          m->fc7.out_features, 4 * m->num_classes))
+          representation, 4 * m->num_classes))
     return FALSE;
 
+  /* a gap in the layers is an error; files saved by torchvision before
+   * 0.13 name them mask_fcn1, mask_fcn2, ... */
+  if (count_layers (ld, "roi_heads.mask_head", ".0.weight",
+          MRCNN_MAX_MASK_LAYERS, "the mask head") < 0)
+    return FALSE;
   int in = m->fpn_channels;
   for (int j = 0;; j++) {
-    char *name = g_strdup_printf ("roi_heads.mask_head.%d.0", j);
+    char *name = g_strdup_printf ("roi_heads.mask_head.%d", j);
     char *legacy = g_strdup_printf ("roi_heads.mask_head.mask_fcn%d", j + 1);
-    char *probe = g_strconcat (name, ".weight", NULL);
+    char *probe = g_strconcat (name, ".0.weight", NULL);
     char *probe_legacy = g_strconcat (legacy, ".weight", NULL);
     gboolean present = find (ld, probe, probe_legacy) != NULL;
     gboolean ok = TRUE;
@@ -646,7 +776,8 @@ load_roi_heads (Loader *ld, MrcnnModel *m)
       ok = model_error (ld, "mask head has more than %d layers",
           MRCNN_MAX_MASK_LAYERS);
     else if (present)
-      ok = load_conv (ld, &m->mask_layers[j], name, legacy, in, -1, 3, 1, 1);
+      ok = load_conv_block (ld, &m->mask_layers[j], name, legacy, in, -1, 3,
+          1, 1, m->config.head_bn_eps);
     g_free (name), g_free (legacy), g_free (probe), g_free (probe_legacy);
     if (!ok)
       return FALSE;
@@ -716,6 +847,10 @@ mrcnn_model_load_torchvision (const MrcnnSource *source, GHashTable *sidecar,
   MrcnnModel *m = g_new0 (MrcnnModel, 1);
   m->path = g_strdup (path);
   mrcnn_config_init_torchvision (&m->config);
+  /* v1's COCO weights fold their frozen batch norms with eps 0; v2's
+   * (batch norm in the FPN too) keep BatchNorm2d's 1e-5 */
+  if (find (&ld, "backbone.fpn.inner_blocks.0.1.weight", NULL))
+    m->config.backbone_bn_eps = 1e-5f;
   gboolean ok = read_config (&ld, &m->config)
       && load_backbone (&ld, m)
       && load_fpn (&ld, m)

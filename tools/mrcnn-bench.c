@@ -24,7 +24,7 @@ static const GOptionEntry entries[] = {
     "Sidecar configuration of the model", "FILE" },
   { "shape", 0, 0, G_OPTION_ARG_STRING, &shape,
     "Instead of --model, random weights of a standard shape: "
-    "torchvision-r50 or matterport-r101", "NAME" },
+    "torchvision-r50, torchvision-r50-v2 or matterport-r101", "NAME" },
   { "size", 's', 0, G_OPTION_ARG_STRING, &size_text,
     "Input frame size (default: the model's own input size, 1216x800 "
     "for torchvision, 1024x1024 for matterport)", "WxH" },

@@ -54,7 +54,8 @@ plan (const MrcnnModel *m, Sizes *z)
     int hh = h, ww = w;
     grow_conv (z, &m->fpn_inner[L], &hh, &ww);
     grow_conv (z, &m->fpn_layer[L], &hh, &ww);
-    grow_conv (z, &m->rpn_conv, &hh, &ww);
+    for (int j = 0; j < m->n_rpn_convs; j++)
+      grow_conv (z, &m->rpn_convs[j], &hh, &ww);
     z->activation = MAX (z->activation, plane * 4 * m->num_anchors);
     z->fpn[L] = (size_t) m->fpn_channels * plane;
     z->anchors += plane * m->num_anchors;
@@ -107,6 +108,17 @@ cpu_create (const MrcnnModel *m, const MrcnnOptions *options, GError **error)
   }
   /* as many detections per GEMM as the im2col tile holds */
   s->mask_chunk = (int) CLAMP (z.col / (mask_k * Pm * Pm), 1, 64);
+  size_t box_width = m->fpn_channels, box_k = 1;
+  for (int j = 0; j < m->n_box_convs; j++) {
+    box_width = MAX (box_width, (size_t) m->box_convs[j].out_channels);
+    box_k = MAX (box_k, (size_t) m->box_convs[j].in_channels * 9);
+  }
+  s->box_chunk = (int) CLAMP (z.col / (box_k * Pb * Pb), 1, 64);
+  size_t box_buffer = m->n_box_convs ? (size_t) s->box_chunk * box_width
+      * Pb * Pb : 0;
+  size_t fc_width = 0;
+  for (int j = 0; j < m->n_box_fcs; j++)
+    fc_width = MAX (fc_width, (size_t) m->box_fcs[j].out_features);
 
   size_t total = 0;
   gboolean ok = TRUE;
@@ -141,8 +153,11 @@ cpu_create (const MrcnnModel *m, const MrcnnOptions *options, GError **error)
   ALLOC (keep, MAX (candidates, det_candidates));
   ALLOC (proposals, 4 * (size_t) post);
   ALLOC (box_features, (size_t) post * m->fpn_channels * Pb * Pb);
-  ALLOC (fc_a, (size_t) post * m->fc6.out_features);
-  ALLOC (fc_b, (size_t) post * m->fc7.out_features);
+  ALLOC (box_a, box_buffer);
+  ALLOC (box_b, box_buffer);
+  ALLOC (box_gemm, box_buffer);
+  ALLOC (fc_a, (size_t) post * fc_width);
+  ALLOC (fc_b, (size_t) post * fc_width);
   ALLOC (class_logits, (size_t) post * K);
   ALLOC (box_regression, (size_t) post * 4 * K);
   ALLOC (det_cand_boxes, 4 * det_candidates);
@@ -184,7 +199,8 @@ cpu_destroy (gpointer state)
     s->fpn[2], s->fpn[3], s->fpn[4], s->scratch[0], s->scratch[1],
     s->scratch[2], s->scratch[3], s->col, s->objectness, s->rpn_deltas,
     s->order, s->sort_scratch, s->cand_boxes, s->cand_scores, s->cand_level, s->removed,
-    s->keep, s->proposals, s->box_features, s->fc_a, s->fc_b,
+    s->keep, s->proposals, s->box_features, s->box_a, s->box_b,
+    s->box_gemm, s->fc_a, s->fc_b,
     s->class_logits, s->box_regression, s->det_cand_boxes,
     s->det_cand_scores, s->det_cand_labels, s->det_order, s->class_start, s->det_boxes,
     s->det_scores, s->det_labels, s->det_dump, s->mask_a, s->mask_b,

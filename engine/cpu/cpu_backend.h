@@ -57,7 +57,11 @@ typedef struct {
   int roi_k_min, roi_k_max; /* pyramid levels of P2 and P5 for this image */
   float roi_scale[MRCNN_ROI_LEVELS];
   float *box_features;      /* [proposal][C * P * P] */
-  float *fc_a, *fc_b;       /* [proposal][representation] */
+  int box_chunk;            /* proposals per box-head conv GEMM */
+  float *box_a, *box_b;     /* box-head convs: [proposal in chunk][C][P][P] */
+  float *box_gemm;          /* [channel][proposal in chunk][P][P] */
+  float *fc_a, *fc_b;       /* [proposal][features], fully connected layers
+                               in turn */
   float *class_logits;      /* [proposal][classes] */
   float *box_regression;    /* [proposal][4 * classes] */
   float *det_cand_boxes;    /* [proposal * (classes - 1)][4] */

@@ -9,15 +9,36 @@ void
 cpu_box_head (CpuState *s)
 {
   const MrcnnModel *m = s->model;
-  int P = m->config.box_roi_size;
+  int P = m->config.box_roi_size, n = s->n_proposals;
   size_t per_roi = (size_t) m->fpn_channels * P * P;
-  for (int i = 0; i < s->n_proposals; i++)
+  for (int i = 0; i < n; i++)
     cpu_roi_pool (s, s->proposals + 4 * i, P, s->box_features + i * per_roi);
-  cpu_linear (&m->fc6, s->box_features, s->n_proposals, s->fc_a, TRUE);
-  cpu_linear (&m->fc7, s->fc_a, s->n_proposals, s->fc_b, TRUE);
-  cpu_linear (&m->cls_score, s->fc_b, s->n_proposals, s->class_logits, FALSE);
-  cpu_linear (&m->bbox_pred, s->fc_b, s->n_proposals, s->box_regression,
-      FALSE);
+
+  /* the convolutions (v2) run a chunk of proposals per GEMM, and the first
+   * fully connected layer takes each chunk's output */
+  float *hidden[2] = { s->fc_a, s->fc_b };
+  const MrcnnLinear *fc = &m->box_fcs[0];
+  if (m->n_box_convs == 0) {
+    cpu_linear (fc, s->box_features, n, hidden[0], TRUE);
+  } else {
+    for (int first = 0; first < n; first += s->box_chunk) {
+      int rows = MIN (s->box_chunk, n - first);
+      const float *x = s->box_features + first * per_roi;
+      for (int j = 0; j < m->n_box_convs; j++) {
+        float *y = j % 2 ? s->box_b : s->box_a;
+        cpu_conv2d_many (&m->box_convs[j], x, rows, P, P, y, s->box_gemm,
+            s->col);
+        x = y;
+      }
+      cpu_linear (fc, x, rows, hidden[0] + (size_t) first * fc->out_features,
+          TRUE);
+    }
+  }
+  for (int j = 1; j < m->n_box_fcs; j++)
+    cpu_linear (&m->box_fcs[j], hidden[(j - 1) % 2], n, hidden[j % 2], TRUE);
+  const float *features = hidden[(m->n_box_fcs - 1) % 2];
+  cpu_linear (&m->cls_score, features, n, s->class_logits, FALSE);
+  cpu_linear (&m->bbox_pred, features, n, s->box_regression, FALSE);
 }
 
 void

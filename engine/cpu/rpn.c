@@ -10,14 +10,18 @@ cpu_rpn_head (CpuState *s)
   const MrcnnModel *m = s->model;
   gboolean two_way = m->config.variant == MRCNN_VARIANT_MATTERPORT;
   int A = m->num_anchors;
-  float *hidden = s->scratch[0], *logits = s->scratch[1],
-      *deltas = s->scratch[2];
+  float *logits = s->scratch[1], *deltas = s->scratch[2];
   int start = 0;
   for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
     int h = s->fpn_h[l], w = s->fpn_w[l];
     size_t plane = (size_t) h * w;
-    cpu_conv2d (&m->rpn_conv, s->fpn[l], h, w, hidden, NULL, TRUE, s->col,
-        s->col_size);
+    const float *hidden = s->fpn[l];
+    for (int j = 0; j < m->n_rpn_convs; j++) {
+      float *out = s->scratch[j % 2 ? 3 : 0];
+      cpu_conv2d (&m->rpn_convs[j], hidden, h, w, out, NULL, TRUE, s->col,
+          s->col_size);
+      hidden = out;
+    }
     cpu_conv2d (&m->rpn_cls, hidden, h, w, logits, NULL, FALSE, s->col,
         s->col_size);
     cpu_conv2d (&m->rpn_bbox, hidden, h, w, deltas, NULL, FALSE, s->col,

@@ -606,16 +606,28 @@ cuda_proposals_create (CudaState *s, GError **error)
   size_t sort_items = matterport ? (size_t) p->max_anchors
       : MAX ((size_t) p->max_anchors, slots);
 
-  if (!cuda_conv_init (s, &p->conv, &m->rpn_conv, "the RPN head's conv",
-          m->rpn_conv.in_channels, CUDA_CONV_BIAS_RELU, 1, top, top, error)
-      || !cuda_conv_init (s, &p->cls, &m->rpn_cls, "the RPN objectness",
+  p->n_convs = m->n_rpn_convs;
+  size_t hidden_size = 0;
+  for (int j = 0; j < m->n_rpn_convs; j++) {
+    char *name = g_strdup_printf ("the RPN head's conv %d", j + 1);
+    gboolean ok = cuda_conv_init (s, &p->convs[j], &m->rpn_convs[j], name,
+        m->rpn_convs[j].in_channels, CUDA_CONV_BIAS_RELU, 1, top, top, error);
+    g_free (name);
+    if (!ok)
+      return FALSE;
+    hidden_size = MAX (hidden_size, (size_t) top * top
+        * m->rpn_convs[j].out_channels * s->act_size);
+  }
+  if (!cuda_conv_init (s, &p->cls, &m->rpn_cls, "the RPN objectness",
           m->rpn_cls.in_channels, CUDA_CONV_BIAS, 1, top, top, error)
       || !cuda_conv_init (s, &p->bbox, &m->rpn_bbox, "the RPN box deltas",
           m->rpn_bbox.in_channels, CUDA_CONV_BIAS, 1, top, top, error))
     return FALSE;
 
-  if (!cuda_alloc (&p->hidden, (size_t) top * top * m->rpn_conv.out_channels
-          * s->act_size, "the RPN head's activations", error)
+  if (!cuda_alloc (&p->hidden[0], hidden_size, "the RPN head's activations",
+          error)
+      || (p->n_convs > 1 && !cuda_alloc (&p->hidden[1], hidden_size,
+              "the RPN head's activations", error))
       || !cuda_alloc (&p->logits, p->logits_size * s->act_size,
           "the RPN objectness", error)
       || !cuda_alloc (&p->deltas, p->deltas_size * s->act_size,
@@ -689,12 +701,13 @@ void
 cuda_proposals_destroy (CudaState *s)
 {
   CudaProposals *p = &s->rpn;
-  cuda_conv_clear (&p->conv);
+  for (int j = 0; j < MRCNN_MAX_RPN_CONVS; j++)
+    cuda_conv_clear (&p->convs[j]);
   cuda_conv_clear (&p->cls);
   cuda_conv_clear (&p->bbox);
   void *buffers[] = {
-    p->hidden, p->logits, p->deltas, p->base_anchors, p->anchors, p->keys,
-    p->sorted_keys, p->values, p->sorted_values, p->sort_temp,
+    p->hidden[0], p->hidden[1], p->logits, p->deltas, p->base_anchors,
+    p->anchors, p->keys, p->sorted_keys, p->values, p->sorted_values, p->sort_temp,
     p->cand_boxes, p->cand_scores, p->cand_valid, p->nms_mask, p->keep,
     p->keep_count, s->proposals, s->n_proposals,
   };
@@ -761,11 +774,16 @@ run_head (CudaState *s, const Levels *lv, GError **error)
     int h = s->fpn_h[l], w = s->fpn_w[l];
     void *logits = (char *) p->logits + lv->cls_offset[l] * s->act_size;
     void *deltas = (char *) p->deltas + lv->bbox_offset[l] * s->act_size;
-    if (!cuda_conv_forward (s, &p->conv, s->fpn[l], 1, h, w, p->hidden, NULL,
-            error)
-        || !cuda_conv_forward (s, &p->cls, p->hidden, 1, h, w, logits, NULL,
-            error)
-        || !cuda_conv_forward (s, &p->bbox, p->hidden, 1, h, w, deltas, NULL,
+    const void *hidden = s->fpn[l];
+    for (int j = 0; j < p->n_convs; j++) {
+      void *out = p->hidden[j % 2];
+      if (!cuda_conv_forward (s, &p->convs[j], hidden, 1, h, w, out, NULL,
+              error))
+        return FALSE;
+      hidden = out;
+    }
+    if (!cuda_conv_forward (s, &p->cls, hidden, 1, h, w, logits, NULL, error)
+        || !cuda_conv_forward (s, &p->bbox, hidden, 1, h, w, deltas, NULL,
             error))
       return FALSE;
   }

@@ -4,10 +4,13 @@
 #define MRCNN_CUDA_PROPOSALS_H
 
 typedef struct {
-  /* the head, shared by every level: 3x3 conv + ReLU, then the 1x1
+  /* the head, shared by every level: 3x3 conv + ReLU layers, then the 1x1
    * objectness and box-delta convolutions */
-  CudaConv conv, cls, bbox;
-  void *hidden;             /* [h][w][conv channels] of P2, act type */
+  int n_convs;
+  CudaConv convs[MRCNN_MAX_RPN_CONVS];
+  CudaConv cls, bbox;
+  void *hidden[2];          /* [h][w][conv channels] of P2, act type: the
+                               convs' outputs in turn */
   /* each level's cls and bbox outputs, [anchor][cls channels / A] and
    * [anchor][4] in the act type, levels one after the other, each
    * starting aligned; sizes in values */

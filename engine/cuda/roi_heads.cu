@@ -358,13 +358,25 @@ box_head (CudaState *s, GError **error)
    * is POST_NMS_ROIS_INFERENCE), torchvision only the counted ones */
   const int *count = s->model->config.variant == MRCNN_VARIANT_MATTERPORT
       ? NULL : s->n_proposals;
-  if (!cuda_roi_align (s, s->proposals, count, rows, r->pooled, FALSE,
-          r->features, error)
-      || !linear_relu (s, &r->fc6, r->features, rows, r->hidden_a,
-          "box head fc6", error)
-      || !linear_relu (s, &r->fc7, r->hidden_a, rows, r->hidden_b,
-          "box head fc7", error)
-      || !linear_gemm (s, &r->predictor, r->hidden_b, rows, r->predictions,
+  if (!cuda_roi_align (s, s->proposals, count, rows, r->pooled,
+          r->n_convs > 0, r->features, error))
+    return FALSE;
+  const void *x = r->features;
+  for (int j = 0; j < r->n_convs; j++) {
+    void *y = r->conv_out[j % 2];
+    if (!cuda_conv_forward (s, &r->convs[j], x, rows, r->pooled, r->pooled,
+            y, NULL, error))
+      return FALSE;
+    x = y;
+  }
+  for (int j = 0; j < r->n_fcs; j++) {
+    void *y = r->hidden[j % 2];
+    if (!linear_relu (s, &r->fcs[j], x, rows, y, "a box head fully connected "
+            "layer", error))
+      return FALSE;
+    x = y;
+  }
+  if (!linear_gemm (s, &r->predictor, x, rows, r->predictions,
           "box predictor", error))
     return FALSE;
   size_t n = (size_t) rows * r->predictor.out_features;
@@ -707,6 +719,57 @@ select_kernel (const int *order, const int *class_start, int K,
 
 /* ---- entry points -------------------------------------------------------- */
 
+/* Uploads the box head's convs and fully connected layers. */
+static gboolean
+box_layers_create (CudaState *s, GError **error)
+{
+  const MrcnnModel *m = s->model;
+  CudaRoiHeads *r = &s->heads;
+  int P = r->pooled;
+  r->n_convs = m->n_box_convs;
+  r->n_fcs = m->n_box_fcs;
+  for (int j = 0; j < m->n_box_convs; j++) {
+    char *name = g_strdup_printf ("the box head's conv %d", j + 1);
+    gboolean ok = cuda_conv_init (s, &r->convs[j], &m->box_convs[j], name,
+        m->box_convs[j].in_channels, CUDA_CONV_BIAS_RELU, s->max_proposals,
+        P, P, error);
+    g_free (name);
+    if (!ok)
+      return FALSE;
+  }
+  for (int j = 0; j < m->n_box_fcs; j++) {
+    const MrcnnLinear *fc = &m->box_fcs[j];
+    float *weight = NULL;
+    if (j == 0 && m->n_box_convs > 0) {
+      /* columns from torch's (channel, y, x) flatten to NHWC's (y, x,
+       * channel) */
+      int C = m->box_convs[m->n_box_convs - 1].out_channels;
+      weight = g_try_new (float, (size_t) fc->in_features * fc->out_features);
+      if (!weight) {
+        g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_BACKEND, "out of "
+            "memory: the box head's first fully connected layer needs %zu "
+            "MiB", (size_t) fc->in_features * fc->out_features
+            * sizeof (float) >> 20);
+        return FALSE;
+      }
+      for (int o = 0; o < fc->out_features; o++)
+        for (int c = 0; c < C; c++)
+          for (int p = 0; p < P * P; p++)
+            weight[(size_t) o * fc->in_features + p * C + c] =
+                fc->weight[(size_t) o * fc->in_features + c * P * P + p];
+    }
+    char *name = g_strdup_printf ("the box head's fully connected layer %d",
+        j + 1);
+    gboolean ok = linear_create (s, &r->fcs[j], weight ? weight : fc->weight,
+        fc->bias, fc->in_features, fc->out_features, name, error);
+    g_free (name);
+    g_free (weight);
+    if (!ok)
+      return FALSE;
+  }
+  return TRUE;
+}
+
 gboolean
 cuda_roi_heads_create (CudaState *s, GError **error)
 {
@@ -750,13 +813,7 @@ cuda_roi_heads_create (CudaState *s, GError **error)
       (int) pred_out, "the box predictor", error);
   g_free (pred_weight);
   g_free (pred_bias);
-  if (!ok
-      || !linear_create (s, &r->fc6, m->fc6.weight, m->fc6.bias,
-          m->fc6.in_features, m->fc6.out_features, "the box head's fc6",
-          error)
-      || !linear_create (s, &r->fc7, m->fc7.weight, m->fc7.bias,
-          m->fc7.in_features, m->fc7.out_features, "the box head's fc7",
-          error))
+  if (!ok || !box_layers_create (s, error))
     return FALSE;
 
   /* one slot per (proposal, class > 0), or per proposal for matterport;
@@ -767,7 +824,12 @@ cuda_roi_heads_create (CudaState *s, GError **error)
   while ((1 << r->label_bits) <= K)
     r->label_bits++;
   size_t slots = r->n_slots, act = s->act_size;
-  size_t hidden = MAX (m->fc6.out_features, m->fc7.out_features);
+  size_t hidden = 0, conv_width = 0;
+  for (int j = 0; j < m->n_box_fcs; j++)
+    hidden = MAX (hidden, (size_t) m->box_fcs[j].out_features);
+  for (int j = 0; j < m->n_box_convs; j++)
+    conv_width = MAX (conv_width, (size_t) m->box_convs[j].out_channels);
+  size_t conv_out = (size_t) rows * conv_width * P * P * act;
 
 #define ALLOC(ptr, bytes, what) \
   cuda_alloc ((void **) &(ptr), (bytes), what, error)
@@ -775,10 +837,14 @@ cuda_roi_heads_create (CudaState *s, GError **error)
           "the box head's pooled features")
       || !ALLOC (r->gemm_out, (size_t) rows * hidden * sizeof (float),
           "the box head's GEMM output")
-      || !ALLOC (r->hidden_a, (size_t) rows * m->fc6.out_features * act,
-          "the box head's fc6 output")
-      || !ALLOC (r->hidden_b, (size_t) rows * m->fc7.out_features * act,
-          "the box head's fc7 output")
+      || (conv_out && !ALLOC (r->conv_out[0], conv_out,
+              "the box head's conv outputs"))
+      || (conv_out && m->n_box_convs > 1 && !ALLOC (r->conv_out[1],
+              conv_out, "the box head's conv outputs"))
+      || !ALLOC (r->hidden[0], (size_t) rows * hidden * act,
+          "the box head's outputs")
+      || (m->n_box_fcs > 1 && !ALLOC (r->hidden[1], (size_t) rows * hidden
+              * act, "the box head's outputs"))
       || !ALLOC (r->predictions, (size_t) rows * pred_out * sizeof (float),
           "the box predictions")
       || !ALLOC (r->cand_boxes, slots * 4 * sizeof (float),
@@ -839,11 +905,14 @@ void
 cuda_roi_heads_destroy (CudaState *s)
 {
   CudaRoiHeads *r = &s->heads;
-  linear_clear (&r->fc6);
-  linear_clear (&r->fc7);
+  for (int j = 0; j < MRCNN_MAX_BOX_CONVS; j++)
+    cuda_conv_clear (&r->convs[j]);
+  for (int j = 0; j < MRCNN_MAX_BOX_FCS; j++)
+    linear_clear (&r->fcs[j]);
   linear_clear (&r->predictor);
   void *buffers[] = {
-    r->features, r->gemm_out, r->hidden_a, r->hidden_b, r->predictions,
+    r->features, r->conv_out[0], r->conv_out[1], r->gemm_out, r->hidden[0],
+    r->hidden[1], r->predictions,
     r->cand_boxes, r->cand_scores, r->cand_labels, r->cand_slot,
     r->sorted_scores, r->order, r->order_labels, r->grouped_labels,
     r->by_class, r->class_count, r->class_start, r->nms_mask, r->kept,

@@ -13,14 +13,22 @@ typedef struct {
 typedef struct {
   int classes;              /* K, background included */
   int pooled;               /* box_roi_size */
-  CudaLinear fc6, fc7;
+  /* the box head: convs (v2) on [row][P][P][C] features, then fully
+   * connected layers; after convs the first one's weight columns are in
+   * (y, x, channel) order, the convs' NHWC output flattened */
+  int n_convs, n_fcs;
+  CudaConv convs[MRCNN_MAX_BOX_CONVS];
+  CudaLinear fcs[MRCNN_MAX_BOX_FCS];
   /* cls_score and bbox_pred stacked into one layer: K logits, then 4 K
    * deltas per row */
   CudaLinear predictor;
 
-  void *features;           /* [max_proposals][C][P][P], activation type */
-  float *gemm_out;          /* fc6 / fc7 before bias, [max_proposals][out] */
-  void *hidden_a, *hidden_b; /* fc6, fc7 after ReLU, activation type */
+  void *features;           /* [max_proposals][C][P][P] (NHWC with convs),
+                               activation type */
+  void *conv_out[2];        /* the convs' outputs in turn, NHWC */
+  float *gemm_out;          /* a layer before bias, [max_proposals][out] */
+  void *hidden[2];          /* the fully connected layers' outputs after
+                               ReLU in turn, activation type */
   float *predictions;       /* [max_proposals][5 K] */
 
   /* detection candidates, one slot per (proposal, class > 0) for

@@ -131,7 +131,8 @@ MrcnnModel *mrcnn_model_load_with_config (const char *path,
     const char *config_path, GError **error);
 void mrcnn_model_free (MrcnnModel *model);
 /* A model of a standard shape with random weights, for benchmarks:
- * "torchvision-r50" (maskrcnn_resnet50_fpn, 91 classes, 800/1333) or
+ * "torchvision-r50" (maskrcnn_resnet50_fpn, 91 classes, 800/1333),
+ * "torchvision-r50-v2" (maskrcnn_resnet50_fpn_v2, the same sizes) or
  * "matterport-r101" (mask_rcnn_coco.h5, 81 classes, 1024 square). */
 MrcnnModel *mrcnn_model_new_random (const char *shape, guint32 seed,
     GError **error);

@@ -309,7 +309,7 @@ def main():
                 out.append((name, dtype, shape, data))
             return pack(out, metadata)
         broken["NaN weight"] = (patched({"roi_heads.box_head.fc6.weight": {7: np.nan}}),
-                                ["box head fc6 weight", "NaN"])
+                                ["box head fc 1 weight", "NaN"])
         # gamma / sqrt(var + eps) beyond float32 once folded
         broken["batch norm folding to infinity"] = (
             patched({"backbone.body.bn1.weight": {0: 3e38}, "backbone.body.bn1.running_var": {0: 0.0}}),
