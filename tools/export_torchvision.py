@@ -10,6 +10,13 @@ torchvision's defaults.
 As a module:  export(model, path, class_names=None)
 As a tool:    export_torchvision.py --arch narrow OUT.safetensors
               export_torchvision.py --arch maskrcnn_resnet50_fpn --from-pth FILE.pth OUT.safetensors
+              export_torchvision.py --arch maskrcnn_resnet50_fpn_v2 --from-pth FILE.pth OUT.safetensors
+Architectures: maskrcnn_resnet50_fpn (v1: FrozenBatchNorm2d in the ResNet),
+maskrcnn_resnet50_fpn_v2 (v2: BatchNorm2d in the ResNet, the FPN and the box
+and mask heads, two RPN convs, a four-conv-one-FC box head), and narrow and
+narrow_v2, small models of the same two shapes for tests.  The metadata
+gives the backbone's batch-norm eps (ResNet and FPN) as backbone_bn_eps and,
+for v2 models, the heads' as head_bn_eps.
 Without --from-pth the weights are random, calibrated to give confident
 detections (see tests/python/models.py); they are meant for testing and
 benchmarking, not for real detection.
@@ -52,13 +59,30 @@ BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 ROI_FEATURE_MAPS = ["0", "1", "2", "3"]
 
 
+BATCH_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
+
+
+def _shared_bn_eps(module, what):
+    """The eps shared by all the batch norms in module, or None if it has none."""
+    values = {child.eps for child in module.modules() if isinstance(child, BATCH_NORMS)}
+    if len(values) > 1:
+        raise ValueError(f"{what} batch norms must share one eps, found {sorted(values)}")
+    return values.pop() if values else None
+
+
 def backbone_bn_eps(model):
-    """The eps shared by all the backbone's batch norms."""
-    values = {module.eps for module in model.backbone.modules()
-              if isinstance(module, (nn.BatchNorm2d, FrozenBatchNorm2d))}
-    if len(values) != 1:
-        raise ValueError(f"backbone batch norms must share one eps, found {sorted(values)}")
-    return values.pop()
+    """The eps shared by all the backbone's batch norms (the ResNet's, and
+    the FPN's in v2 models)."""
+    eps = _shared_bn_eps(model.backbone, "backbone")
+    if eps is None:
+        raise ValueError("the backbone has no batch norms")
+    return eps
+
+
+def head_bn_eps(model):
+    """The eps shared by all the batch norms of the box and mask heads (v2
+    models), or None where they have none (v1)."""
+    return _shared_bn_eps(model.roi_heads, "head")
 
 
 def _square_size(pool):
@@ -105,6 +129,9 @@ def model_metadata(model, class_names=None):
         "mask_roi_output_size": _square_size(heads.mask_roi_pool),
         "sampling_ratio": heads.box_roi_pool.sampling_ratio,
     }
+    head_eps = head_bn_eps(model)
+    if head_eps is not None:
+        metadata["head_bn_eps"] = head_eps
     if class_names is not None:
         metadata["class_names"] = list(class_names)
     return {key: json.dumps(value) for key, value in metadata.items()}
@@ -131,8 +158,10 @@ def _load_pth(path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", required=True, choices=["maskrcnn_resnet50_fpn", "narrow"],
-                        help="maskrcnn_resnet50_fpn, or a small ResNet-FPN for tests")
+    parser.add_argument("--arch", required=True,
+                        choices=["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "narrow", "narrow_v2"],
+                        help="maskrcnn_resnet50_fpn or maskrcnn_resnet50_fpn_v2, or a small "
+                             "ResNet-FPN of the same shape for tests (narrow, narrow_v2)")
     parser.add_argument("--from-pth", metavar="FILE",
                         help="load this state_dict (.pth) instead of making random weights")
     parser.add_argument("--random-seed", type=int, default=0, metavar="N",
@@ -141,7 +170,7 @@ def main():
     parser.add_argument("--max-size", type=int, default=1333, metavar="N")
     parser.add_argument("--bn-eps", type=float, metavar="X",
                         help="backbone batch-norm eps (default: 0.0 for maskrcnn_resnet50_fpn, "
-                             "as its COCO weights use; 1e-5 for narrow)")
+                             "as its COCO weights use; 1e-5, BatchNorm2d's default, for the others)")
     parser.add_argument("--classes", metavar="FILE",
                         help="class names, one per line, background first")
     parser.add_argument("output", metavar="OUT.safetensors")
@@ -164,10 +193,16 @@ def main():
         state = _load_pth(args.from_pth)
         options["num_classes"] = state["roi_heads.box_predictor.cls_score.weight"].shape[0]
         model = models.BUILDERS[args.arch](**options)
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            message = str(error)
+            if len(message) > 600:
+                message = message[:600] + " ..."
+            raise SystemExit(f"{args.from_pth}: not a {args.arch} state_dict: {message}")
         model.eval()
     else:
-        if class_names is None and args.arch == "narrow":
+        if class_names is None and args.arch in ("narrow", "narrow_v2"):
             class_names = models.NARROW_CLASS_NAMES
         if class_names is not None:
             options["num_classes"] = len(class_names)

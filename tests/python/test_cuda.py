@@ -9,8 +9,8 @@ on the same GPU.
 
 Exits 77 (skipped) where no CUDA GPU is present or this build has no CUDA
 backend.  Models and images are those of the CPU parity tests: the narrow
-and R50 torchvision models with calibrated random weights, and the narrow
-matterport model, so every image gives several detections.  Each backend
+and R50 torchvision models, v1 and v2 (maskrcnn_resnet50_fpn_v2's
+layers), with calibrated random weights, and the narrow matterport model, so every image gives several detections.  Each backend
 runs a model's images in one mrcnn-detect process (the dumps of each in
 its own subdirectory); a run that fails is reported, and the other runs
 and comparisons still happen.
@@ -48,7 +48,7 @@ CUDA backend at fp32, compared with the fp32 limits on final detections
 (--full-images N: on the first N of its three images).
 
 --prepare DIR (tools/gpu-check.sh prepare; no GPU needed) writes the narrow
-torchvision and matterport models, their images and the CPU backend's
+torchvision (v1 and v2) and matterport models, their images and the CPU backend's
 results on them (DIR/references/NAME.json) into DIR.  --pack DIR takes them
 from there instead of making them, so that only the R50 models need torch
 (and none needs h5py, scipy or pycocotools): CUDA's final results are
@@ -106,8 +106,12 @@ class Group:
         self.config, self.references, self.unrounded = config, references, unrounded
 
 
+# the groups --prepare writes and --pack reads
+PACKED = ("narrow", "narrow_v2", "matterport")
+
+
 def make_group(kind, directory):
-    """Makes a model (narrow, r50 or matterport) and its images in
+    """Makes a model (narrow, narrow_v2, r50, r50_v2 or matterport) and its images in
     directory: torch, and h5py and scipy for matterport."""
     started = time.monotonic()
     for sub in ("models", "images"):
@@ -466,7 +470,7 @@ def main():
         scratch = pathlib.Path(tmp)
         if args.prepare:
             args.prepare.mkdir(parents=True, exist_ok=True)
-            for kind in ("narrow", "matterport"):
+            for kind in PACKED:
                 group = make_group(kind, args.prepare)
                 references, unrounded, _ = cpu_references(checks, args.detect, scratch, group)
                 counts = [len(result["detections"]) for result in references if result is not None]
@@ -475,11 +479,11 @@ def main():
                 write_references(args.prepare, group, references, unrounded)
             checks.finish()
         if args.pack:
-            narrow, matterport = read_group(args.pack, "narrow"), read_group(args.pack, "matterport")
+            narrow, narrow_v2, matterport = (read_group(args.pack, kind) for kind in PACKED)
         else:
-            narrow, matterport = make_group("narrow", scratch), None
+            narrow, narrow_v2, matterport = make_group("narrow", scratch), None, None
         if args.cpu_only:
-            for group in (narrow, matterport):
+            for group in (narrow, narrow_v2, matterport):
                 cpu_references(checks, args.detect, scratch, group)
             checks.finish()
         why = cuda_unavailable(args.detect, narrow.model, narrow.images[0])
@@ -490,21 +494,25 @@ def main():
         if args.full:
             torchvision_on_gpu(checks, args.detect, scratch, args.full_images)
             checks.finish()
+        narrow_v2 = narrow_v2 or make_group("narrow_v2", scratch)
         matterport = matterport or make_group("matterport", scratch)
         if args.sanitizer:
             kernels = args.kernels.read_text().split() if args.kernels else []
             # the narrow model's first image, 240x320
             sanitizer_runs(checks, args.detect, narrow.images[0],
-                           {"torchvision": narrow.model, "matterport": matterport.model},
+                           {"torchvision": narrow.model, "torchvision v2": narrow_v2.model,
+                            "matterport": matterport.model},
                            kernels, args.jobs)
             checks.finish()
         run_group(checks, args.detect, scratch, narrow)
-        try:
-            r50 = make_group("r50", scratch)
-        except Exception as error:  # torch's side: the other models still run
-            checks.check("r50 model", False, f"{type(error).__name__}: {error}")
-        else:
-            run_group(checks, args.detect, scratch, r50)
+        run_group(checks, args.detect, scratch, narrow_v2)
+        for kind in ("r50", "r50_v2"):
+            try:
+                group = make_group(kind, scratch)
+            except Exception as error:  # torch's side: the other models still run
+                checks.check(f"{kind} model", False, f"{type(error).__name__}: {error}")
+            else:
+                run_group(checks, args.detect, scratch, group)
         run_group(checks, args.detect, scratch, matterport)
     checks.finish()
 

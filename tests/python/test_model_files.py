@@ -8,6 +8,8 @@
 - metadata, where present, overrides those constants;
 - the same weights under the legacy key names of the original .pth file
   give the same detections;
+- v2 files (maskrcnn_resnet50_fpn_v2's layers) are described as such, and
+  the export tool writes them from random weights or a .pth;
 - F16 and BF16 files load, and match an F32 file of the same rounded weights;
 - damaged or inconsistent files, and unreadable images, are refused with a
   one-line message naming the file and the problem, never a crash.
@@ -75,9 +77,20 @@ COCO_CLASS_NAMES = [
 ]
 
 NARROW_SHAPE = {"num_classes": 5, "blocks": [1, 1, 1, 1], "stem_channels": 16, "fpn_channels": 64,
-                "representation_size": 256, "mask_channels": [64, 64]}
+                "representation_size": 256, "mask_channels": [64, 64],
+                "architecture": "ResNet-14-FPN Mask R-CNN, torchvision v1 heads", "rpn_convs": 1,
+                "box_head_channels": [], "box_head_features": [256, 256]}
 R50_SHAPE = {"num_classes": 91, "blocks": [3, 4, 6, 3], "stem_channels": 64, "fpn_channels": 256,
-             "representation_size": 1024, "mask_channels": [256, 256, 256, 256]}
+             "representation_size": 1024, "mask_channels": [256, 256, 256, 256],
+             "architecture": "maskrcnn_resnet50_fpn", "rpn_convs": 1, "box_head_channels": [],
+             "box_head_features": [1024, 1024]}
+# maskrcnn_resnet50_fpn_v2: batch norm (eps 1e-5) in the FPN and the heads,
+# two RPN convs, a box head of four convs and one fully connected layer.
+R50_V2_INFO = {**V1_CONSTANTS, **R50_SHAPE, "architecture": "maskrcnn_resnet50_fpn_v2",
+               "backbone_bn_eps": 1e-5, "head_bn_eps": 1e-5, "rpn_convs": 2,
+               "box_head_channels": [256] * 4, "box_head_features": [1024]}
+NARROW_V2_SHAPE = {**NARROW_SHAPE, "architecture": "ResNet-14-FPN Mask R-CNN, torchvision v2 heads",
+                   "rpn_convs": 2, "box_head_channels": [64] * 4, "box_head_features": [256]}
 
 IMAGE = (240, 320, 2)  # (height, width, seed): 29 detections with the narrow model
 
@@ -156,6 +169,30 @@ def compare_runs(checks, name, expected, actual, score_thresh, cap):
         return (np.array([d["box"] for d in dets], dtype=np.float64).reshape(-1, 4),
                 np.array([d["score"] for d in dets]), np.array([d["label_id"] for d in dets]))
     harness.compare_detections(checks, name, *columns(expected), *columns(actual), score_thresh, cap)
+
+
+def check_export_tool(checks, scratch, arch, model, state, metadata, classes):
+    """The export tool's command line for arch: its calibrated random
+    weights are model's (the recipe being deterministic), and --from-pth of
+    model's state_dict gives the same file."""
+    pth = scratch / f"{arch}.pth"
+    torch.save(model.state_dict(), pth)
+    for name, source in ((f"export tool {arch}, random weights", []),
+                         (f"export tool {arch}, --from-pth", ["--from-pth", pth])):
+        exported = scratch / "exported.safetensors"
+        result = subprocess.run([sys.executable, EXPORT_TOOL, "--arch", arch, "--classes", classes,
+                                 *source, exported], capture_output=True, text=True)
+        if not checks.check(f"{name}: exit status", result.returncode == 0,
+                            f"{result.returncode} {result.stderr.strip()[-300:]}"):
+            continue
+        with safe_open(str(exported), "pt") as file:
+            same_metadata = file.metadata() == metadata
+            keys = set(file.keys())
+            worst = max((float((file.get_tensor(key) - state[key]).abs().max()) for key in keys & state.keys()),
+                        default=0.0)
+        checks.check(f"{name}: content", same_metadata and keys == set(state) and worst <= 1e-5,
+                     f"metadata {'identical' if same_metadata else 'DIFFERENT'}, {len(keys)} tensors "
+                     f"(expected {len(state)}), max weight difference {worst:.3g}")
 
 
 def check_refused(checks, detect, name, model_path, image_path, culprit, keywords, options=()):
@@ -256,23 +293,56 @@ def main():
         # as those built here, the recipe being deterministic), and a .pth.
         classes = scratch / "classes.txt"
         classes.write_text("\n".join(models.NARROW_CLASS_NAMES) + "\n")
-        pth = scratch / "narrow.pth"
-        torch.save(narrow.state_dict(), pth)
-        for name, source in (("export tool, random weights", []), ("export tool, --from-pth", ["--from-pth", pth])):
-            exported = scratch / "exported.safetensors"
-            result = subprocess.run([sys.executable, EXPORT_TOOL, "--arch", "narrow", "--classes", classes,
-                                     *source, exported], capture_output=True, text=True)
-            if not checks.check(f"{name}: exit status", result.returncode == 0,
-                                f"{result.returncode} {result.stderr.strip()[-300:]}"):
-                continue
-            with safe_open(str(exported), "pt") as file:
-                same_metadata = file.metadata() == metadata
-                keys = set(file.keys())
-                worst = max((float((file.get_tensor(key) - state[key]).abs().max()) for key in keys & state.keys()),
-                            default=0.0)
-            checks.check(f"{name}: content", same_metadata and keys == set(state) and worst <= 1e-5,
-                         f"metadata {'identical' if same_metadata else 'DIFFERENT'}, {len(keys)} tensors "
-                         f"(expected {len(state)}), max weight difference {worst:.3g}")
+        check_export_tool(checks, scratch, "narrow", narrow, state, metadata, classes)
+
+        # torchvision v2: without metadata, a v2 file is read as
+        # maskrcnn_resnet50_fpn_v2 (its batch norms' eps 1e-5)
+        r50_v2_plain = scratch / "r50-v2-plain.safetensors"
+        save_file(export_torchvision.model_tensors(models.build_r50_v2()), str(r50_v2_plain))
+        check_info(checks, detect, "maskrcnn_resnet50_fpn_v2 without metadata: --info", r50_v2_plain,
+                   {**R50_V2_INFO, "class_names": COCO_CLASS_NAMES})
+        r50_v2_plain.unlink()
+        narrow_v2 = models.calibrated_model("narrow_v2")
+        v2_state = export_torchvision.model_tensors(narrow_v2)
+        v2_metadata = export_torchvision.model_metadata(narrow_v2, models.NARROW_CLASS_NAMES)
+        check_export_tool(checks, scratch, "narrow_v2", narrow_v2, v2_state, v2_metadata, classes)
+        v2_path = scratch / "narrow-v2.safetensors"
+        save_file(v2_state, str(v2_path), v2_metadata)
+        check_info(checks, detect, "narrow v2: --info", v2_path,
+                   {**NARROW_V2_SHAPE, "backbone_bn_eps": 1e-5, "head_bn_eps": 1e-5})
+        v2_dets = run_image(checks, detect, "narrow v2", v2_path, image_path)
+        checks.check("narrow v2: detections", v2_dets is not None and len(v2_dets) >= 5,
+                     f"{len(v2_dets) if v2_dets is not None else 'no'} detections")
+
+        # v2 files with a layer or a batch-norm tensor missing, or a head of
+        # another depth than its fully connected layer's index says
+        v2_entries = f32_entries(v2_state)
+
+        def without(*prefixes):
+            return pack([entry for entry in v2_entries if not entry[0].startswith(prefixes)], v2_metadata)
+        v2_broken = {
+            "v2: box-head batch norm without running_var": (
+                without("roi_heads.box_head.2.1.running_var"),
+                ["missing", "roi_heads.box_head.2.1.running_var"]),
+            "v2: FPN batch norm without weight": (
+                without("backbone.fpn.layer_blocks.1.1.weight"),
+                ["missing", "backbone.fpn.layer_blocks.1.1.weight"]),
+            "v2: box head without its second conv": (
+                without("roi_heads.box_head.1."), ["missing", "roi_heads.box_head.1.0.weight"]),
+            "v2: box head of three convs before its fully connected layer at 5": (
+                without("roi_heads.box_head.3."), ["missing", "roi_heads.box_head.4.weight"]),
+            "v2: mask head without its first conv": (
+                without("roi_heads.mask_head.0."), ["missing", "roi_heads.mask_head.0.0.weight"]),
+            "v2: second RPN conv of the wrong width": (pack([
+                (name, dtype, (shape[0], shape[1] // 2, *shape[2:]), data[:len(data) // 2])
+                if name == "rpn.head.conv.1.0.weight" else (name, dtype, shape, data)
+                for name, dtype, shape, data in v2_entries], v2_metadata),
+                ["shape", "rpn.head.conv.1.0.weight"]),
+        }
+        for name, (content, keywords) in v2_broken.items():
+            path = scratch / "broken-v2.safetensors"
+            path.write_bytes(content)
+            check_refused(checks, detect, name, path, image_path, path, keywords)
 
         # Damaged files, written byte by byte.
         entries = f32_entries(state)
