@@ -72,6 +72,7 @@ add_scaled (GstMaskRcnnMeta *dst, const GstMaskRcnnDetection *d, double sx,
   GstMaskRcnnDetection *n = gst_mask_rcnn_meta_add_detection (dst,
       d->class_id, d->class_name, d->score, d->x * sx, d->y * sy,
       d->width * sx, d->height * sy, x0, y0, w, h, NULL);
+  n->track_id = d->track_id;
   if (!d->mask || !d->mask_width || !d->mask_height)
     return;
   for (guint r = 0; r < h; r++) {
@@ -98,9 +99,11 @@ meta_transform (GstBuffer *dest, GstMeta *meta, GstBuffer *buffer,
       return FALSE;
     for (guint i = 0; i < src->n_detections; i++) {
       const GstMaskRcnnDetection *d = &src->detections[i];
-      gst_mask_rcnn_meta_add_detection (m, d->class_id, d->class_name,
-          d->score, d->x, d->y, d->width, d->height, d->mask_x, d->mask_y,
-          d->mask_width, d->mask_height, d->mask);
+      GstMaskRcnnDetection *n = gst_mask_rcnn_meta_add_detection (m,
+          d->class_id, d->class_name, d->score, d->x, d->y, d->width,
+          d->height, d->mask_x, d->mask_y, d->mask_width, d->mask_height,
+          d->mask);
+      n->track_id = d->track_id;
     }
     return TRUE;
   }
@@ -415,6 +418,19 @@ gst_mask_rcnn_detection_get_box (GstMaskRcnnDetection *detection, gfloat *x,
   *y = detection->y;
   *width = detection->width;
   *height = detection->height;
+}
+
+/**
+ * gst_mask_rcnn_detection_get_track_id:
+ * @detection: a #GstMaskRcnnDetection
+ *
+ * Returns: the object's track id (maskrcnntracker), 0 when not tracked
+ */
+guint64
+gst_mask_rcnn_detection_get_track_id (GstMaskRcnnDetection *detection)
+{
+  g_return_val_if_fail (detection != NULL, 0);
+  return detection->track_id;
 }
 
 /**

@@ -57,6 +57,10 @@ typedef struct _GstMaskRcnnDetection GstMaskRcnnDetection;
  *   when the rectangle is empty.  Bindings read it with
  *   gst_mask_rcnn_detection_get_mask() or, pasted into a whole frame,
  *   gst_mask_rcnn_detection_dup_full_mask()
+ * @track_id: the object's identity across frames, given by the
+ *   maskrcnntracker element: the same for every detection of one object
+ *   while it is tracked, numbered from 1 per stream; 0 when not tracked
+ *   (no tracker, or a track not yet confirmed)
  *
  * One detected instance, owned by its #GstMaskRcnnMeta (name and mask
  * included); read-only for applications.
@@ -71,6 +75,8 @@ struct _GstMaskRcnnDetection {
   /* public for C; hidden from bindings (see the top of this file) */
   /*< private >*/
   guint8 *mask;
+  /*< public >*/
+  guint64 track_id;
 };
 
 /**
@@ -158,6 +164,8 @@ const gchar *gst_mask_rcnn_detection_get_class_name (
     GstMaskRcnnDetection *detection);
 void gst_mask_rcnn_detection_get_box (GstMaskRcnnDetection *detection,
     gfloat *x, gfloat *y, gfloat *width, gfloat *height);
+guint64 gst_mask_rcnn_detection_get_track_id (
+    GstMaskRcnnDetection *detection);
 void gst_mask_rcnn_detection_get_mask_rect (GstMaskRcnnDetection *detection,
     gint *x, gint *y, guint *width, guint *height);
 const guint8 *gst_mask_rcnn_detection_get_mask (
