@@ -13,6 +13,13 @@
  *   stream is accounted for.
  * - format=coco: a COCO results array (image_id = frame number) written at
  *   EOS, or at stop when no EOS came, that pycocotools' COCO.loadRes reads.
+ * - format=mot: MOTChallenge tracking results, a line
+ *   "frame,id,left,top,width,height,score,-1,-1,-1" (frame from 1) per
+ *   tracked detection (maskrcnntracker), written as frames pass; what
+ *   motmetrics and the MOTChallenge tools read.
+ *
+ * A detection with a track id (maskrcnntracker) has "track_id" in both
+ * JSON formats; untracked ones have none.
  *
  * The frame number is the index of the buffer in the stream (from 0, every
  * buffer counted, with or without the meta) since the element started; it
@@ -68,6 +75,9 @@ gst_mask_rcnn_export_format_get_type (void)
         "JSON Lines: one object per frame, written as frames pass", "jsonl" },
     { GST_MASK_RCNN_EXPORT_FORMAT_COCO,
         "COCO results array, written at EOS", "coco" },
+    { GST_MASK_RCNN_EXPORT_FORMAT_MOT,
+        "MOTChallenge lines of the tracked detections, written as frames "
+          "pass", "mot" },
     { 0, NULL, NULL },
   };
   if (g_once_init_enter (&type)) {
@@ -211,7 +221,40 @@ add_detection_members (JsonBuilder *b, const GstMaskRcnnMeta *meta,
   json_builder_end_array (b);
   json_builder_set_member_name (b, "score");
   json_builder_add_double_value (b, d->score);
+  if (d->track_id) {
+    json_builder_set_member_name (b, "track_id");
+    json_builder_add_int_value (b, (gint64) d->track_id);
+  }
   add_segmentation (b, meta, d, encoding);
+}
+
+/* One MOTChallenge line per tracked detection of the frame. */
+static gboolean
+write_mot_lines (GstMaskRcnnExport *self, guint64 frame,
+    const GstMaskRcnnMeta *meta)
+{
+  if (!meta)
+    return TRUE;
+  GString *text = g_string_new (NULL);
+  for (guint i = 0; i < meta->n_detections; i++) {
+    const GstMaskRcnnDetection *d = &meta->detections[i];
+    if (!d->track_id)
+      continue;
+    gchar x[G_ASCII_DTOSTR_BUF_SIZE], y[G_ASCII_DTOSTR_BUF_SIZE],
+        w[G_ASCII_DTOSTR_BUF_SIZE], h[G_ASCII_DTOSTR_BUF_SIZE],
+        score[G_ASCII_DTOSTR_BUF_SIZE];
+    g_string_append_printf (text, "%" G_GUINT64_FORMAT ",%" G_GUINT64_FORMAT
+        ",%s,%s,%s,%s,%s,-1,-1,-1\n", frame + 1, d->track_id,
+        g_ascii_formatd (x, sizeof x, "%.2f", d->x),
+        g_ascii_formatd (y, sizeof y, "%.2f", d->y),
+        g_ascii_formatd (w, sizeof w, "%.2f", d->width),
+        g_ascii_formatd (h, sizeof h, "%.2f", d->height),
+        g_ascii_formatd (score, sizeof score, "%.4f", d->score));
+  }
+  gboolean ok = text->len == 0
+      || write_flushed (self, self->file, self->path, text->str, FALSE);
+  g_string_free (text, TRUE);
+  return ok;
 }
 
 static gboolean
@@ -446,6 +489,8 @@ gst_mask_rcnn_export_transform_ip (GstBaseTransform *trans, GstBuffer *buffer)
   if (self->active_format == GST_MASK_RCNN_EXPORT_FORMAT_JSONL)
     return write_frame_line (self, frame, buffer, meta) ? GST_FLOW_OK
         : GST_FLOW_ERROR;
+  if (self->active_format == GST_MASK_RCNN_EXPORT_FORMAT_MOT)
+    return write_mot_lines (self, frame, meta) ? GST_FLOW_OK : GST_FLOW_ERROR;
   if (meta && meta->n_detections > 0) {
     add_results (self, frame, meta);
     self->pending = TRUE;
@@ -540,7 +585,9 @@ gst_mask_rcnn_export_class_init (GstMaskRcnnExportClass *klass)
   g_object_class_install_property (gobject_class, PROP_FORMAT,
       g_param_spec_enum ("format", "Format",
           "jsonl: one JSON object per frame, flushed as frames pass; coco: "
-          "a COCO results array (image_id = frame number) written at EOS",
+          "a COCO results array (image_id = frame number) written at EOS; "
+          "mot: MOTChallenge lines (frame from 1, track id, box, score) of "
+          "the detections maskrcnntracker gave a track id",
           GST_TYPE_MASK_RCNN_EXPORT_FORMAT, DEFAULT_FORMAT, ready));
   g_object_class_install_property (gobject_class, PROP_MASK_ENCODING,
       g_param_spec_enum ("mask-encoding", "Mask encoding",

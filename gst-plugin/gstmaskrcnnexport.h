@@ -1,6 +1,7 @@
 /* maskrcnnexport: writes the GstMaskRcnnMeta of each buffer to a file, as
- * JSON Lines (one object per frame, as frames pass) or as a COCO results
- * array (at EOS); buffers pass through untouched. */
+ * JSON Lines (one object per frame, as frames pass), as a COCO results
+ * array (at EOS) or as MOTChallenge tracking lines; buffers pass through
+ * untouched. */
 #ifndef GST_MASK_RCNN_EXPORT_H
 #define GST_MASK_RCNN_EXPORT_H
 
@@ -14,6 +15,7 @@ G_BEGIN_DECLS
 typedef enum {
   GST_MASK_RCNN_EXPORT_FORMAT_JSONL,
   GST_MASK_RCNN_EXPORT_FORMAT_COCO,
+  GST_MASK_RCNN_EXPORT_FORMAT_MOT,
 } GstMaskRcnnExportFormat;
 
 typedef enum {

@@ -3,8 +3,9 @@
  * @title: maskrcnnoverlay
  *
  * Draws the detections that maskrcnn attached to each frame
- * (#GstMaskRcnnMeta): masks blended in a colour per class, mask contours,
- * boxes and "class score" labels.  Works in place in every format maskrcnn
+ * (#GstMaskRcnnMeta): masks blended in a colour per class (or per track,
+ * after maskrcnntracker), mask contours, boxes and "class score" labels
+ * ("#id class score" for tracked objects).  Works in place in every format maskrcnn
  * takes; NV12 and I420 are drawn in YUV (chroma samples blend by how much
  * of them a mask covers).  Frames without the meta pass untouched.
  *
@@ -36,11 +37,33 @@ enum
   PROP_DRAW_LABELS,
   PROP_MASK_ALPHA,
   PROP_LINE_WIDTH,
+  PROP_COLOUR_BY,
 };
 
 #define DEFAULT_DRAW TRUE
 #define DEFAULT_MASK_ALPHA 0.5
 #define DEFAULT_LINE_WIDTH 0
+#define DEFAULT_COLOUR_BY GST_MASK_RCNN_OVERLAY_COLOUR_CLASS
+
+#define GST_TYPE_MASK_RCNN_OVERLAY_COLOUR \
+  (gst_mask_rcnn_overlay_colour_get_type ())
+static GType
+gst_mask_rcnn_overlay_colour_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    { GST_MASK_RCNN_OVERLAY_COLOUR_CLASS, "A colour per class", "class" },
+    { GST_MASK_RCNN_OVERLAY_COLOUR_TRACK, "A colour per track id "
+          "(maskrcnntracker); untracked instances in their class colour",
+        "track" },
+    { 0, NULL, NULL },
+  };
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstMaskRcnnOverlayColour", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
     GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS (VIDEO_CAPS));
@@ -62,9 +85,10 @@ typedef struct {
 
 /* Stable, well separated colours: hues a golden-ratio step apart. */
 static void
-class_rgb (int class_id, float rgb[3])
+index_rgb (guint64 index, float rgb[3])
 {
-  float h = fmodf (class_id * 0.618034f, 1.0f) * 6.0f, s = 0.8f, v = 0.95f;
+  float h = fmodf ((float) index * 0.618034f, 1.0f) * 6.0f, s = 0.8f,
+      v = 0.95f;
   int i = (int) h;
   float f = h - i, p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1
           - f));
@@ -181,7 +205,10 @@ draw_label (GstMaskRcnnOverlay *self, GstVideoFrame *frame,
     const GstMaskRcnnDetection *d, const FrameColour *background,
     const FrameColour *ink)
 {
-  gchar *text = g_strdup_printf ("%s %.2f", d->class_name, d->score);
+  gchar *text = d->track_id
+      ? g_strdup_printf ("#%" G_GUINT64_FORMAT " %s %.2f", d->track_id,
+      d->class_name, d->score)
+      : g_strdup_printf ("%s %.2f", d->class_name, d->score);
   pango_layout_set_text (self->layout, text, -1);
   int tw, th;
   pango_layout_get_pixel_size (self->layout, &tw, &th);
@@ -230,6 +257,7 @@ gst_mask_rcnn_overlay_transform_frame_ip (GstVideoFilter *filter,
   gboolean boxes = self->draw_boxes, labels = self->draw_labels;
   float alpha = self->mask_alpha;
   int line = self->line_width;
+  gboolean by_track = self->colour_by == GST_MASK_RCNN_OVERLAY_COLOUR_TRACK;
   GST_OBJECT_UNLOCK (self);
   int height = GST_VIDEO_FRAME_HEIGHT (frame);
   if (line == 0)
@@ -251,7 +279,8 @@ gst_mask_rcnn_overlay_transform_frame_ip (GstVideoFilter *filter,
   for (int i = meta->n_detections - 1; i >= 0; i--) {
     const GstMaskRcnnDetection *d = &meta->detections[i];
     float rgb[3];
-    class_rgb (d->class_id, rgb);
+    index_rgb (by_track && d->track_id ? d->track_id : (guint64) d->class_id,
+        rgb);
     FrameColour colour = frame_colour (&frame->info, rgb);
     if (masks && d->mask) {
       paint (frame, &colour, d->mask_x, d->mask_y, d->mask_width,
@@ -308,6 +337,9 @@ gst_mask_rcnn_overlay_set_property (GObject *object, guint prop_id,
     case PROP_LINE_WIDTH:
       self->line_width = g_value_get_uint (value);
       break;
+    case PROP_COLOUR_BY:
+      self->colour_by = g_value_get_enum (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -340,6 +372,9 @@ gst_mask_rcnn_overlay_get_property (GObject *object, guint prop_id,
       break;
     case PROP_LINE_WIDTH:
       g_value_set_uint (value, self->line_width);
+      break;
+    case PROP_COLOUR_BY:
+      g_value_set_enum (value, self->colour_by);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -383,7 +418,8 @@ gst_mask_rcnn_overlay_class_init (GstMaskRcnnOverlayClass *klass)
           "Draw each bounding box", DEFAULT_DRAW, flags));
   g_object_class_install_property (gobject_class, PROP_DRAW_LABELS,
       g_param_spec_boolean ("draw-labels", "Draw labels",
-          "Write \"class score\" above each box", DEFAULT_DRAW, flags));
+          "Write \"class score\" above each box (\"#id class score\" for "
+          "objects with a track id)", DEFAULT_DRAW, flags));
   g_object_class_install_property (gobject_class, PROP_MASK_ALPHA,
       g_param_spec_double ("mask-alpha", "Mask alpha",
           "Opacity of the mask colour", 0.0, 1.0, DEFAULT_MASK_ALPHA, flags));
@@ -392,6 +428,11 @@ gst_mask_rcnn_overlay_class_init (GstMaskRcnnOverlayClass *klass)
           "Box line width in pixels; contours are half as wide (0: from the "
           "frame height, 2 at 480p to 6 at 2160p)", 0, 256,
           DEFAULT_LINE_WIDTH, flags));
+  g_object_class_install_property (gobject_class, PROP_COLOUR_BY,
+      g_param_spec_enum ("colour-by", "Colour by",
+          "What gives an instance its colour: its class, or its track id "
+          "(after maskrcnntracker, so each object keeps its colour)",
+          GST_TYPE_MASK_RCNN_OVERLAY_COLOUR, DEFAULT_COLOUR_BY, flags));
 
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);
@@ -402,6 +443,8 @@ gst_mask_rcnn_overlay_class_init (GstMaskRcnnOverlayClass *klass)
 
   filter_class->transform_frame_ip =
       GST_DEBUG_FUNCPTR (gst_mask_rcnn_overlay_transform_frame_ip);
+
+  gst_type_mark_as_plugin_api (GST_TYPE_MASK_RCNN_OVERLAY_COLOUR, 0);
 }
 
 static void
@@ -411,6 +454,7 @@ gst_mask_rcnn_overlay_init (GstMaskRcnnOverlay *self)
       self->draw_labels = DEFAULT_DRAW;
   self->mask_alpha = DEFAULT_MASK_ALPHA;
   self->line_width = DEFAULT_LINE_WIDTH;
+  self->colour_by = DEFAULT_COLOUR_BY;
   PangoFontMap *font_map = pango_cairo_font_map_new ();
   PangoContext *context = pango_font_map_create_context (font_map);
   self->layout = pango_layout_new (context);

@@ -9,6 +9,12 @@
 
 G_BEGIN_DECLS
 
+/* What picks an instance's colour. */
+typedef enum {
+  GST_MASK_RCNN_OVERLAY_COLOUR_CLASS,
+  GST_MASK_RCNN_OVERLAY_COLOUR_TRACK,
+} GstMaskRcnnOverlayColour;
+
 #define GST_TYPE_MASK_RCNN_OVERLAY (gst_mask_rcnn_overlay_get_type ())
 G_DECLARE_FINAL_TYPE (GstMaskRcnnOverlay, gst_mask_rcnn_overlay, GST,
     MASK_RCNN_OVERLAY, GstVideoFilter)
@@ -20,6 +26,7 @@ struct _GstMaskRcnnOverlay {
   gboolean draw_masks, draw_contours, draw_boxes, draw_labels;
   gdouble mask_alpha;
   guint line_width;
+  GstMaskRcnnOverlayColour colour_by;
 
   /* scratch reused from frame to frame */
   guint8 *scratch;

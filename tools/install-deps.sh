@@ -24,9 +24,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
 fi
 
-# safetensors and pycocotools are not packaged by Debian 12
-if ! /usr/bin/python3 -c "import safetensors, pycocotools" 2>/dev/null; then
-  echo "installing: safetensors pycocotools (PyPI)" >&2
+# safetensors, pycocotools and motmetrics (the tracker's scores) are not
+# packaged by Debian 12
+if ! /usr/bin/python3 -c "import safetensors, pycocotools, motmetrics" \
+    2>/dev/null; then
+  echo "installing: safetensors pycocotools motmetrics (PyPI)" >&2
   /usr/bin/python3 -m pip install -q --break-system-packages safetensors \
-    pycocotools >&2
+    pycocotools motmetrics >&2
 fi
