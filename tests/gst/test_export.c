@@ -269,6 +269,60 @@ GST_START_TEST (test_jsonl)
 
 GST_END_TEST;
 
+/* Track ids (maskrcnntracker): "track_id" in the JSON of tracked
+ * detections only; format=mot writes one MOTChallenge line per tracked
+ * detection, frames from 1. */
+GST_START_TEST (test_track_ids)
+{
+  gchar *path = g_build_filename (tmpdir, "tracks.jsonl", NULL);
+  gchar *mot_path = g_build_filename (tmpdir, "tracks.txt", NULL);
+  gchar *props = g_strdup_printf ("location=%s", path);
+  gchar *mot_props = g_strdup_printf ("location=%s format=mot", mot_path);
+  GstHarness *h = export_harness (props), *mot = export_harness (mot_props);
+  for (int f = 0; f < 2; f++) {
+    GstBuffer *buffer = frame_buffer (f * 40 * GST_MSECOND, TRUE, 3);
+    GstMaskRcnnMeta *meta = gst_buffer_get_mask_rcnn_meta (buffer);
+    meta->detections[0].track_id = 7;
+    meta->detections[2].track_id = 12 + f;
+    push_through (h, gst_buffer_ref (buffer));
+    push_through (mot, buffer);
+  }
+  gst_harness_push (mot, frame_buffer (80 * GST_MSECOND, FALSE, 0));
+  gst_buffer_unref (gst_harness_pull (mot));
+  guint n;
+  gchar **lines = read_lines (path, &n);
+  fail_unless_equals_int (n, 2);
+  JsonNode *node = parse (lines[1]);
+  JsonArray *dets = json_object_get_array_member (json_node_get_object (node),
+      "detections");
+  fail_unless_equals_int (json_object_get_int_member
+      (json_array_get_object_element (dets, 0), "track_id"), 7);
+  fail_if (json_object_has_member (json_array_get_object_element (dets, 1),
+          "track_id"));
+  fail_unless_equals_int (json_object_get_int_member
+      (json_array_get_object_element (dets, 2), "track_id"), 13);
+  json_node_unref (node);
+  g_strfreev (lines);
+
+  lines = read_lines (mot_path, &n);
+  fail_unless_equals_int (n, 4);
+  fail_unless_equals_string (lines[0], "1,7,8.50,6.25,29.00,23.50,0.8750,"
+      "-1,-1,-1");
+  fail_unless_equals_string (lines[1], "1,12,54.50,40.25,9.00,7.50,"
+      "0.2500,-1,-1,-1");
+  fail_unless (g_str_has_prefix (lines[2], "2,7,"));
+  fail_unless (g_str_has_prefix (lines[3], "2,13,"));
+  g_strfreev (lines);
+  gst_harness_teardown (h);
+  gst_harness_teardown (mot);
+  g_free (props);
+  g_free (mot_props);
+  g_free (path);
+  g_free (mot_path);
+}
+
+GST_END_TEST;
+
 /* Even-odd test of the pixel centre; vertices are integer corners. */
 static gboolean
 polygon_covers (JsonArray *p, int x, int y)
@@ -533,6 +587,7 @@ export_suite (void)
   tcase_add_test (tc, test_jsonl);
   tcase_add_test (tc, test_polygons);
   tcase_add_test (tc, test_coco);
+  tcase_add_test (tc, test_track_ids);
   tcase_add_test (tc, test_coco_without_eos);
   tcase_add_test (tc, test_error_unwritable);
   tcase_add_test (tc, test_error_write);

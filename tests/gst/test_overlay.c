@@ -233,6 +233,57 @@ GST_START_TEST (test_label)
 }
 GST_END_TEST;
 
+/* The mask centre's colour and the number of label pixels drawn for a
+ * detection with track_id under the given properties. */
+static void
+draw_tracked (const char *properties, guint64 track_id, guint8 rgb[3],
+    int *label_pixels)
+{
+  GstVideoInfo info;
+  GstHarness *h = overlay_harness ("RGB", properties, &info);
+  GstBuffer *in = flat_frame (&info);
+  GstBuffer *reference = gst_buffer_copy_deep (in);
+  add_detection (in, W, H);
+  gst_buffer_get_mask_rcnn_meta (in)->detections[0].track_id = track_id;
+  GstBuffer *out = gst_harness_push_and_pull (h, in);
+  GstVideoFrame a, b;
+  gst_video_frame_map (&a, &info, reference, GST_MAP_READ);
+  gst_video_frame_map (&b, &info, out, GST_MAP_READ);
+  const guint8 *p = GST_VIDEO_FRAME_PLANE_DATA (&b, 0);
+  int stride = GST_VIDEO_FRAME_PLANE_STRIDE (&b, 0);
+  memcpy (rgb, p + (MASK_Y + MASK_H / 2) * stride + (MASK_X + MASK_W / 2) * 3,
+      3);
+  *label_pixels = 0;
+  for (int y = 0; y < BOX_Y; y++)
+    for (int x = 0; x < W; x++)
+      *label_pixels += frame_changed_at (&a, &b, x, y);
+  gst_video_frame_unmap (&a);
+  gst_video_frame_unmap (&b);
+  gst_buffer_unref (reference);
+  gst_buffer_unref (out);
+  gst_harness_teardown (h);
+}
+
+/* colour-by=track: a colour per track id, the class colour while
+ * untracked; the label says "#id" first. */
+GST_START_TEST (test_colour_by_track)
+{
+  guint8 by_class[3], tracked[3], other[3], untracked[3];
+  int label_plain, label_tracked, ignore;
+  draw_tracked ("line-width=2", 5, by_class, &label_tracked);
+  draw_tracked ("line-width=2", 0, untracked, &label_plain);
+  fail_unless (memcmp (by_class, untracked, 3) == 0);
+  fail_unless (label_tracked > label_plain + 50, "label pixels: %d with "
+      "\"#5\", %d without", label_tracked, label_plain);
+  draw_tracked ("line-width=2 colour-by=track", 5, tracked, &ignore);
+  draw_tracked ("line-width=2 colour-by=track", 6, other, &ignore);
+  fail_if (memcmp (tracked, by_class, 3) == 0);
+  fail_if (memcmp (tracked, other, 3) == 0);
+  draw_tracked ("line-width=2 colour-by=track", 0, untracked, &ignore);
+  fail_unless (memcmp (untracked, by_class, 3) == 0);
+}
+GST_END_TEST;
+
 /* Labels grow with the frame: readable at 480p and at 2160p. */
 GST_START_TEST (test_label_size_follows_frame)
 {
@@ -317,6 +368,7 @@ overlay_suite (void)
   tcase_add_test (tc, test_exact_pixels_every_format);
   tcase_add_test (tc, test_switches);
   tcase_add_test (tc, test_label);
+  tcase_add_test (tc, test_colour_by_track);
   tcase_add_test (tc, test_label_size_follows_frame);
   tcase_add_test (tc, test_untouched);
   return s;

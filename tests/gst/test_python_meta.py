@@ -23,7 +23,7 @@ META_FIELDS = ("frame_width", "frame_height", "repeated", "soft_masks", "inferen
                "n_detections", "frame_number", "result_frame_number", "result_pts",
                "result_age", "stream_id", "model_name")
 DETECTION_FIELDS = ("class_id", "class_name", "score", "x", "y", "width", "height",
-                    "mask_x", "mask_y", "mask_width", "mask_height")
+                    "mask_x", "mask_y", "mask_width", "mask_height", "track_id")
 # arrays C reads directly; hidden from bindings (placeholders, not writable)
 HIDDEN = {"MaskRcnnMeta": ("detections",), "MaskRcnnDetection": ("mask",)}
 CLOCK_TIME_NONE = 2 ** 64 - 1
@@ -364,8 +364,33 @@ def case_refused(model, image):
     check("buffer_add_mask_rcnn_meta on a buffer that is not writable: None", added is None)
 
 
+def case_tracked(model, image):
+    """After maskrcnntracker: every detection's track_id (field and getter),
+    distinct within a frame, the same on both frames of the same image."""
+    Gst, GstMaskRcnn = load()
+    frames = []
+
+    def on_buffer(buffer):
+        meta = GstMaskRcnn.buffer_get_mask_rcnn_meta(buffer)
+        if not check(f"tracked frame {len(frames)}: has a meta", meta is not None):
+            return
+        dets = [meta.get_detection(i) for i in range(meta.get_n_detections())]
+        frames.append([(d.track_id, d.get_track_id(), d.class_id) for d in dets])
+
+    run_pipeline(Gst, source(image).format(model=model)
+                 + " ! maskrcnntracker name=tracker confirm-frames=1 ! fakesink",
+                 {"tracker": ("src", guarded(on_buffer))})
+    ids = [[t for t, _, _ in f] for f in frames]
+    check("track ids: field = get_track_id(), all > 0 and distinct in a frame, the same on "
+          "both frames", len(frames) == 2 and all(t == g for f in frames for t, g, _ in f)
+          and all(min(i, default=0) > 0 and len(set(i)) == len(i) for i in ids)
+          and ids[0] == ids[1] and len(ids[0]) >= 10,
+          f"{[len(i) for i in ids]} detections, ids {ids[0][:8] if ids else []}...")
+
+
 CASES = {
     "fields": (case_fields, ()),
+    "tracked": (case_tracked, ()),
     "copy-and-scale": (case_copy_and_scale, ()),
     "made-in-python": (case_made_in_python, ()),
     "refused": (case_refused, ("assertion 'mask == NULL || mask_size == size' failed",
