@@ -38,21 +38,48 @@ static const Container containers[] = {
   { "avi", "jpegenc", "avimux" },
 };
 
-/* One object of the built-in clip: it slides along its own horizontal
- * lane, bouncing off the frame's sides, and bobs up and down a little, so
- * that objects never overlap. */
+/* The built-in clip is a scene that repeats every CLIP_PERIOD frames (10 s),
+ * made to exercise a tracker: objects cross each other's paths (two
+ * circles pass so close that their boxes overlap while their shapes stay
+ * apart), pass in front of one another (a circle behind a larger circle; a
+ * small triangle overtaken behind a large square, hidden for a while), and
+ * enter and leave at the frame's four edges.
+ *
+ * Residents stay for good, going back and forth between two points a whole
+ * number of times per period; the others cross the frame once per period,
+ * in a straight line from outside it to outside it, and are new objects
+ * (new ids) each time.  Objects are drawn in the table's order, later ones
+ * on top.  Sizes (half-extents of 28 to 52 pixels) and colours stay within
+ * what the demo model was trained on (tools/train_shapes.py: shapes 4 % to
+ * 21 % of the frame's height across, a colour contrast of at least 70
+ * against what is underneath). */
+#define CLIP_PERIOD 300
+
 typedef struct {
   const gchar *label;
   double size;                  /* half-extent in pixels */
-  double lane_y, speed, phase;  /* lane centre, pixels per frame, start */
   double r, g, b;
+  double x0, y0, x1, y1;        /* the path's ends (centres) */
+  int cycles;                   /* > 0: resident, trips there and back per
+                                 * period; 0: crosses once */
+  int start, end;               /* crossing: frames of the period on the path */
 } ClipObject;
 
 static const ClipObject clip_objects[] = {
-  { "square", 40, 70, 5.0, 0.10, 0.85, 0.20, 0.15 },
-  { "circle", 48, 190, 3.5, 0.70, 0.15, 0.35, 0.85 },
-  { "triangle", 52, 320, 4.5, 0.40, 0.95, 0.85, 0.10 },
-  { "circle", 30, 430, 6.0, 0.90, 0.55, 0.10, 0.65 },
+  /* a small triangle, faster than the large square it overtakes behind */
+  { "triangle", 28, 0.85, 0.15, 0.20, 190, -40, 190, 520, 0, 120, 200 },
+  /* a circle passing behind the larger blue one, the other way */
+  { "circle", 30, 0.80, 0.20, 0.65, 680, 358, -40, 358, 0, 30, 210 },
+  { "circle", 44, 0.15, 0.35, 0.85, 110, 350, 530, 350, 1, 0, 0 },
+  { "square", 32, 0.90, 0.50, 0.10, 575, 120, 575, 250, 2, 0, 0 },
+  { "triangle", 38, 0.95, 0.85, 0.15, 90, 85, 420, 85, 1, 0, 0 },
+  { "square", 52, 0.25, 0.65, 0.30, 190, -60, 190, 540, 0, 60, 260 },
+  /* from the right edge at the start, past the orange square */
+  { "triangle", 34, 0.55, 0.30, 0.80, 690, 205, -50, 205, 0, 0, 185 },
+  /* two circles whose paths cross: the second passes the crossing first,
+   * so that they miss each other narrowly, their boxes overlapping */
+  { "circle", 32, 0.10, 0.78, 0.85, -40, 215, 680, 245, 0, 110, 290 },
+  { "circle", 32, 0.95, 0.60, 0.70, 340, 520, 340, -40, 0, 115, 255 },
 };
 
 typedef struct {
@@ -105,29 +132,151 @@ fail (App *app, const gchar *format, ...)
 
 /* ---- built-in clip ---- */
 
-/* Position of a clip object at frame n: a triangle wave across the frame
- * (so it bounces) and a slow vertical bob within its lane. */
-static void
-clip_object_centre (const ClipObject *o, guint n, double *cx, double *cy)
+/* Where object o is at frame n, and its identity: FALSE while a crossing
+ * object is off its path. */
+static gboolean
+clip_object_at (guint index, guint n, double *cx, double *cy, guint64 *id)
 {
-  double half_width = o->size / sin (G_PI / 3);
-  double lo = half_width + 4, hi = CLIP_WIDTH - half_width - 4;
-  double span = hi - lo;
-  double t = fmod (o->phase * 2 * span + o->speed * n, 2 * span);
-  *cx = lo + (t < span ? t : 2 * span - t);
-  *cy = o->lane_y + 8 * sin (n * 0.05 + o->phase * 6);
+  const ClipObject *o = &clip_objects[index];
+  guint t = n % CLIP_PERIOD, loop = n / CLIP_PERIOD;
+  guint residents = 0, crossings = 0, before = 0;
+  for (guint i = 0; i < G_N_ELEMENTS (clip_objects); i++) {
+    gboolean resident = clip_objects[i].cycles > 0;
+    if (i < index && resident == (o->cycles > 0))
+      before++;
+    if (resident)
+      residents++;
+    else
+      crossings++;
+  }
+  double u;
+  if (o->cycles > 0) {
+    u = (1 - cos (2 * G_PI * o->cycles * t / CLIP_PERIOD)) / 2;
+    *id = before + 1;
+  } else {
+    if (t < (guint) o->start || t >= (guint) o->end)
+      return FALSE;
+    u = (double) (t - o->start) / (o->end - o->start);
+    *id = residents + (guint64) loop * crossings + before + 1;
+  }
+  *cx = o->x0 + u * (o->x1 - o->x0);
+  *cy = o->y0 + u * (o->y1 - o->y0);
+  return TRUE;
 }
 
 /* The object's extent: triangles are wider than tall, as in training. */
+static double
+clip_object_half_width (const ClipObject *o)
+{
+  return strcmp (o->label, "triangle") == 0 ? o->size / sin (G_PI / 3)
+      : o->size;
+}
+
 static void
 clip_object_box (const ClipObject *o, double cx, double cy, double box[4])
 {
-  double half_width = strcmp (o->label, "triangle") == 0
-      ? o->size / sin (G_PI / 3) : o->size;
+  double half_width = clip_object_half_width (o);
   box[0] = cx - half_width;
   box[1] = cy - o->size;
   box[2] = cx + half_width;
   box[3] = cy + o->size;
+}
+
+static double
+clip_object_area (const ClipObject *o)
+{
+  if (strcmp (o->label, "circle") == 0)
+    return G_PI * o->size * o->size;
+  if (strcmp (o->label, "square") == 0)
+    return 4 * o->size * o->size;
+  return 2 * clip_object_half_width (o) * o->size;
+}
+
+static void
+clip_object_path (cairo_t *cr, const ClipObject *o, double cx, double cy)
+{
+  double box[4];
+  clip_object_box (o, cx, cy, box);
+  if (strcmp (o->label, "circle") == 0) {
+    cairo_new_sub_path (cr);
+    cairo_arc (cr, cx, cy, o->size, 0, 2 * G_PI);
+  } else if (strcmp (o->label, "square") == 0) {
+    cairo_rectangle (cr, box[0], box[1], box[2] - box[0], box[3] - box[1]);
+  } else {
+    cairo_move_to (cr, cx, box[1]);
+    cairo_line_to (cr, box[2], box[3]);
+    cairo_line_to (cr, box[0], box[3]);
+    cairo_close_path (cr);
+  }
+}
+
+typedef struct {
+  gboolean present;
+  double cx, cy;
+  guint64 id;
+} ClipPlace;
+
+/* Fraction of object i's area that shows: inside the frame and not under
+ * the objects drawn after it, from their antialiased coverage. */
+static double
+clip_object_visible (const ClipPlace *places, guint i, const int frame[4])
+{
+  int w = frame[2] - frame[0], h = frame[3] - frame[1];
+  cairo_surface_t *surface = cairo_image_surface_create (CAIRO_FORMAT_A8, w,
+      h);
+  cairo_t *cr = cairo_create (surface);
+  cairo_translate (cr, -frame[0], -frame[1]);
+  clip_object_path (cr, &clip_objects[i], places[i].cx, places[i].cy);
+  cairo_fill (cr);
+  cairo_set_operator (cr, CAIRO_OPERATOR_CLEAR);
+  for (guint j = i + 1; j < G_N_ELEMENTS (clip_objects); j++) {
+    if (!places[j].present)
+      continue;
+    clip_object_path (cr, &clip_objects[j], places[j].cx, places[j].cy);
+    cairo_fill (cr);
+  }
+  cairo_destroy (cr);
+  cairo_surface_flush (surface);
+  const guint8 *data = cairo_image_surface_get_data (surface);
+  int stride = cairo_image_surface_get_stride (surface);
+  guint64 sum = 0;
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++)
+      sum += data[(gsize) y * stride + x];
+  cairo_surface_destroy (surface);
+  return MIN (1.0, sum / 255.0 / clip_object_area (&clip_objects[i]));
+}
+
+/* One line of --clip-truth: per object in view its identity, class, box
+ * (the whole shape's, clipped to the frame) and visible fraction. */
+static void
+write_clip_truth (App *app, guint n, const ClipPlace *places)
+{
+  fprintf (app->truth, "{\"frame\":%u,\"pts\":%" G_GUINT64_FORMAT
+      ",\"objects\":[", n, gst_util_uint64_scale (n, GST_SECOND, CLIP_FPS));
+  gboolean first = TRUE;
+  for (guint i = 0; i < G_N_ELEMENTS (clip_objects); i++) {
+    if (!places[i].present)
+      continue;
+    const ClipObject *o = &clip_objects[i];
+    double box[4];
+    clip_object_box (o, places[i].cx, places[i].cy, box);
+    box[0] = CLAMP (box[0], 0, CLIP_WIDTH);
+    box[1] = CLAMP (box[1], 0, CLIP_HEIGHT);
+    box[2] = CLAMP (box[2], 0, CLIP_WIDTH);
+    box[3] = CLAMP (box[3], 0, CLIP_HEIGHT);
+    int frame[4] = { (int) floor (box[0]), (int) floor (box[1]),
+      (int) ceil (box[2]), (int) ceil (box[3])
+    };
+    if (box[2] <= box[0] || box[3] <= box[1])
+      continue;                 /* wholly outside the frame */
+    double visible = clip_object_visible (places, i, frame);
+    fprintf (app->truth, "%s{\"id\":%" G_GUINT64_FORMAT ",\"label\":\"%s\","
+        "\"box\":[%.1f,%.1f,%.1f,%.1f],\"visible\":%.3f}", first ? "" : ",",
+        places[i].id, o->label, box[0], box[1], box[2], box[3], visible);
+    first = FALSE;
+  }
+  fputs ("]}\n", app->truth);
 }
 
 static void
@@ -145,32 +294,19 @@ draw_clip_frame (App *app, guint n, guint8 *data, int stride)
   cairo_paint (cr);
   cairo_pattern_destroy (sky);
 
-  if (app->truth)
-    fprintf (app->truth, "{\"frame\":%u,\"pts\":%" G_GUINT64_FORMAT
-        ",\"objects\":[", n, gst_util_uint64_scale (n, GST_SECOND, CLIP_FPS));
+  ClipPlace places[G_N_ELEMENTS (clip_objects)];
   for (guint i = 0; i < G_N_ELEMENTS (clip_objects); i++) {
     const ClipObject *o = &clip_objects[i];
-    double cx, cy, box[4];
-    clip_object_centre (o, n, &cx, &cy);
-    clip_object_box (o, cx, cy, box);
-    if (strcmp (o->label, "circle") == 0) {
-      cairo_arc (cr, cx, cy, o->size, 0, 2 * G_PI);
-    } else if (strcmp (o->label, "square") == 0) {
-      cairo_rectangle (cr, box[0], box[1], box[2] - box[0], box[3] - box[1]);
-    } else {
-      cairo_move_to (cr, cx, box[1]);
-      cairo_line_to (cr, box[2], box[3]);
-      cairo_line_to (cr, box[0], box[3]);
-      cairo_close_path (cr);
-    }
+    ClipPlace *p = &places[i];
+    p->present = clip_object_at (i, n, &p->cx, &p->cy, &p->id);
+    if (!p->present)
+      continue;
+    clip_object_path (cr, o, p->cx, p->cy);
     cairo_set_source_rgb (cr, o->r, o->g, o->b);
     cairo_fill (cr);
-    if (app->truth)
-      fprintf (app->truth, "%s{\"label\":\"%s\",\"box\":[%.1f,%.1f,%.1f,%.1f]}",
-          i ? "," : "", o->label, box[0], box[1], box[2], box[3]);
   }
   if (app->truth)
-    fputs ("]}\n", app->truth);
+    write_clip_truth (app, n, places);
   cairo_destroy (cr);
   cairo_surface_flush (surface);
   cairo_surface_destroy (surface);

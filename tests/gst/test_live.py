@@ -134,9 +134,10 @@ def report(name, seen, analysed_rendered=False):
 
 
 def test_live(demo_model, seconds):
-    # the camera recipe (with the overlay), and interval=2
-    for props, tail in (("", "maskrcnnoverlay ! "), ("interval=2", "")):
-        name = f"live 720p{' ' + props if props else ' with maskrcnnoverlay'}"
+    # the camera recipe (with the tracker and the overlay), and interval=2
+    for props, tail in (("", "maskrcnntracker ! maskrcnnoverlay colour-by=track ! "),
+                        ("interval=2", "")):
+        name = f"live 720p{' ' + props if props else ' with maskrcnntracker and maskrcnnoverlay'}"
         seen = run_live(demo_model, props, seconds, tail)
         with_results = report(name, seen)
         # results are of earlier frames, marked with that frame and its age
