@@ -61,8 +61,10 @@
  *
  * Elements naming one engine-id share an analyzer: the table of them is
  * under shared_lock (taken alone), and their workers run its engine one
- * frame at a time under the analyzer's run_lock, which may be held when
- * the object lock is taken, never the reverse. */
+ * frame at a time, each in its turn (analyzer_take_turn: first come, first
+ * served, so that no stream waits while another runs frame after frame).
+ * A turn may be held when the object lock is taken, never the reverse;
+ * run_lock itself is held only to take or end a turn. */
 
 GST_DEBUG_CATEGORY_STATIC (gst_mask_rcnn_debug);
 #define GST_CAT_DEFAULT gst_mask_rcnn_debug
@@ -213,13 +215,37 @@ struct _GstMaskRcnnAnalyzer {
   int num_classes;
   gchar *name;         /* the weights file's name, for the meta */
   /* shared by the elements naming `shared_id` as their engine-id: they run
-   * the engine one at a time under run_lock, each with its own thresholds
-   * and classes; NULL for an element's own */
+   * the engine one at a time, in turn, each with its own thresholds and
+   * classes; NULL for an element's own */
   gchar *shared_id;
   gchar *shared_key;   /* the model settings every sharer must have */
   guint shared_users;  /* elements running it, under shared_lock */
+  /* turns, a ticket each, served in order; under run_lock */
   GMutex run_lock;
+  GCond run_cond;
+  guint64 next_ticket, serving;
 };
+
+/* Waits for this caller's turn at a shared engine: callers are served in
+ * the order they asked. */
+static void
+analyzer_take_turn (GstMaskRcnnAnalyzer *a)
+{
+  g_mutex_lock (&a->run_lock);
+  guint64 ticket = a->next_ticket++;
+  while (a->serving != ticket)
+    g_cond_wait (&a->run_cond, &a->run_lock);
+  g_mutex_unlock (&a->run_lock);
+}
+
+static void
+analyzer_end_turn (GstMaskRcnnAnalyzer *a)
+{
+  g_mutex_lock (&a->run_lock);
+  a->serving++;
+  g_cond_broadcast (&a->run_cond);
+  g_mutex_unlock (&a->run_lock);
+}
 
 static void
 analyzer_clear (gpointer data)
@@ -232,6 +258,7 @@ analyzer_clear (gpointer data)
   g_free (a->shared_id);
   g_free (a->shared_key);
   g_mutex_clear (&a->run_lock);
+  g_cond_clear (&a->run_cond);
 }
 
 static GstMaskRcnnAnalyzer *
@@ -372,6 +399,7 @@ analyzer_load (const LoadSettings *s, GstResourceError *code, GError **error)
   }
   GstMaskRcnnAnalyzer *a = g_atomic_rc_box_new0 (GstMaskRcnnAnalyzer);
   g_mutex_init (&a->run_lock);
+  g_cond_init (&a->run_cond);
   const char *what = NULL;
   *code = GST_RESOURCE_ERROR_OPEN_READ;
   a->model = mrcnn_model_load_with_config (s->model_path, s->config_path,
@@ -834,7 +862,7 @@ worker_thread (gpointer data)
       /* a shared engine runs one frame at a time, each with its element's
        * settings */
       if (a->shared_id)
-        g_mutex_lock (&a->run_lock);
+        analyzer_take_turn (a);
       apply_live_settings (self, swapped || a->shared_id);
       mrcnn_engine_set_threads (a->engine, threads);
       gint64 begin = g_get_monotonic_time ();
@@ -842,7 +870,7 @@ worker_thread (gpointer data)
           &error);
       took = (g_get_monotonic_time () - begin) * GST_USECOND;
       if (a->shared_id)
-        g_mutex_unlock (&a->run_lock);
+        analyzer_end_turn (a);
       gst_clear_buffer (&job.rgb);
     }
 
@@ -901,9 +929,9 @@ gst_mask_rcnn_start (GstBaseTransform *trans)
       : analyzer_load (&s, &code, &error);
   if (a && a->shared_id) {
     /* this element's classes, on the engine another may have made */
-    g_mutex_lock (&a->run_lock);
+    analyzer_take_turn (a);
     gboolean ok = apply_classes (a, s.classes, &error);
-    g_mutex_unlock (&a->run_lock);
+    analyzer_end_turn (a);
     if (!ok) {
       code = GST_RESOURCE_ERROR_SETTINGS;
       g_clear_pointer (&a, analyzer_release);
