@@ -354,6 +354,16 @@ add_floats (JsonBuilder *b, const char *name, const float *v, int n)
 }
 
 static void
+add_ints (JsonBuilder *b, const char *name, const int *v, int n)
+{
+  json_builder_set_member_name (b, name);
+  json_builder_begin_array (b);
+  for (int i = 0; i < n; i++)
+    json_builder_add_int_value (b, v[i]);
+  json_builder_end_array (b);
+}
+
+static void
 add_int (JsonBuilder *b, const char *name, int v)
 {
   json_builder_set_member_name (b, name);
@@ -495,30 +505,21 @@ mrcnn_model_describe (const MrcnnModel *m)
     describe_matterport (b, m);
   else
     describe_torchvision (b, m);
-  json_builder_set_member_name (b, "blocks");
-  json_builder_begin_array (b);
-  for (int L = 0; L < 4; L++)
-    json_builder_add_int_value (b, m->n_blocks[L]);
-  json_builder_end_array (b);
+  add_ints (b, "blocks", m->n_blocks, 4);
   add_int (b, "stem_channels", m->stem.out_channels);
   add_int (b, "fpn_channels", m->fpn_channels);
   add_int (b, "rpn_convs", m->n_rpn_convs);
-  json_builder_set_member_name (b, "box_head_channels");
-  json_builder_begin_array (b);
+  int widths[MAX (MRCNN_MAX_BOX_CONVS, MRCNN_MAX_MASK_LAYERS)];
   for (int j = 0; j < m->n_box_convs; j++)
-    json_builder_add_int_value (b, m->box_convs[j].out_channels);
-  json_builder_end_array (b);
-  json_builder_set_member_name (b, "box_head_features");
-  json_builder_begin_array (b);
+    widths[j] = m->box_convs[j].out_channels;
+  add_ints (b, "box_head_channels", widths, m->n_box_convs);
   for (int j = 0; j < m->n_box_fcs; j++)
-    json_builder_add_int_value (b, m->box_fcs[j].out_features);
-  json_builder_end_array (b);
-  add_int (b, "representation_size", m->box_fcs[m->n_box_fcs - 1].out_features);
-  json_builder_set_member_name (b, "mask_channels");
-  json_builder_begin_array (b);
+    widths[j] = m->box_fcs[j].out_features;
+  add_ints (b, "box_head_features", widths, m->n_box_fcs);
+  add_int (b, "representation_size", widths[m->n_box_fcs - 1]);
   for (int j = 0; j < m->n_mask_layers; j++)
-    json_builder_add_int_value (b, m->mask_layers[j].out_channels);
-  json_builder_end_array (b);
+    widths[j] = m->mask_layers[j].out_channels;
+  add_ints (b, "mask_channels", widths, m->n_mask_layers);
   json_builder_set_member_name (b, "class_names");
   json_builder_begin_array (b);
   for (int i = 0; i < m->num_classes; i++)
