@@ -15,15 +15,26 @@
  * within a few frames. */
 #define VELOCITY_WEIGHT 0.5f
 
+/* A matched box smaller than this share of its track's (by area) shows
+ * the object partly hidden, or cut by the frame's edge: evidence that the
+ * track goes on, not of its size, place or speed, which stay as predicted
+ * (the track keeps the box of the whole object) so that the whole object
+ * is found again where it comes out.  An object that really shrinks, going
+ * away, does so by less from one analysed frame to the next. */
+#define PARTIAL_AREA 0.9
+
 typedef struct {
   guint64 id;                /* 0 while tentative */
   int class_id;
   guint hits;                /* matches in a row */
   guint64 last_frame;        /* of the last match */
   float box[4];              /* at last_frame */
-  float velocity[4];         /* box change per frame */
-  /* the last matched mask, 0/1 per pixel; width 0: none */
+  float velocity[2];         /* the box's move per frame; its size is
+                                kept */
+  /* the last matched mask, 0/1 per pixel; width 0: none; it keeps its
+   * place relative to the box (mask_offset) when the box moves alone */
   int mask_x, mask_y, mask_width, mask_height;
+  float mask_offset[2];
   guint8 *mask;
   gsize mask_capacity;
   guint64 mask_area;
@@ -36,6 +47,10 @@ struct _MaskTracker {
   /* per-update workspace, grown when a frame needs more, never shrunk */
   double *cost, *work_d;
   int *assignment, *work_i, *det_track;
+  /* one stage's part of the costs: its tracks' rows (row_track), the
+   * detections left (col_det) */
+  double *stage_cost;
+  int *row_track, *col_det, *stage_assignment;
   guint64 *det_area;
   gsize cost_size, work_size, det_size, track_size;
 };
@@ -79,6 +94,10 @@ mask_tracker_free (MaskTracker *t)
   g_free (t->work_i);
   g_free (t->det_track);
   g_free (t->det_area);
+  g_free (t->stage_cost);
+  g_free (t->row_track);
+  g_free (t->col_det);
+  g_free (t->stage_assignment);
   g_free (t);
 }
 
@@ -266,9 +285,70 @@ track_take (Track *tr, const MaskTrackerDetection *d,
     tr->mask[i] = d->mask[i] >= 128;
   tr->mask_x = d->mask_x;
   tr->mask_y = d->mask_y;
+  tr->mask_offset[0] = d->mask_x - d->box[0];
+  tr->mask_offset[1] = d->mask_y - d->box[1];
   tr->mask_width = d->mask_width;
   tr->mask_height = d->mask_height;
   tr->mask_area = area;
+}
+
+static double
+box_area (const float *b)
+{
+  return MAX (0.0, (double) b[2] - b[0]) * MAX (0.0, (double) b[3] - b[1]);
+}
+
+/* The track's box at frame: moved at its velocity, its size kept. */
+static void
+predict (const Track *tr, guint64 frame, float box[4])
+{
+  double dt = frame > tr->last_frame ? (double) (frame - tr->last_frame) : 0;
+  float dx = (float) (tr->velocity[0] * dt), dy = (float) (tr->velocity[1] * dt);
+  box[0] = tr->box[0] + dx;
+  box[1] = tr->box[1] + dy;
+  box[2] = tr->box[2] + dx;
+  box[3] = tr->box[3] + dy;
+}
+
+/* A matched track takes its detection's box and mask, and learns its
+ * speed from the move since its last match: per axis, the move of the
+ * box's low edge, its high edge or its centre, whichever is nearest to the
+ * move the track expected (an object partly hidden, or cut by the frame's
+ * edge, has one edge stopped; one shrinking as it goes away moves both
+ * edges inwards).  A detection much smaller than the track (the object
+ * partly hidden) only places the track: its box keeps its size and moves
+ * by that same measure, the mask with it. */
+static void
+follow (Track *tr, const MaskTrackerDetection *det, guint64 frame,
+    guint64 det_area)
+{
+  double dt = frame > tr->last_frame ? (double) (frame - tr->last_frame) : 1;
+  float moved[2];
+  for (int c = 0; c < 2; c++) {
+    float low = det->box[c] - tr->box[c], high = det->box[c + 2]
+        - tr->box[c + 2], centre = (low + high) / 2;
+    float expected = (float) (tr->velocity[c] * dt);
+    moved[c] = centre;
+    if (tr->hits > 1 && fabsf (low - expected) < fabsf (moved[c] - expected))
+      moved[c] = low;
+    if (tr->hits > 1 && fabsf (high - expected) < fabsf (moved[c] - expected))
+      moved[c] = high;
+    float measured = (float) (moved[c] / dt);
+    tr->velocity[c] = tr->hits == 1 ? measured
+        : (1 - VELOCITY_WEIGHT) * tr->velocity[c] + VELOCITY_WEIGHT * measured;
+  }
+  double ratio = box_area (det->box) / MAX (box_area (tr->box), 1e-6);
+  if (ratio >= PARTIAL_AREA) {
+    track_take (tr, det, frame, det_area);
+    return;
+  }
+  for (int c = 0; c < 2; c++) {
+    tr->box[c] += moved[c];
+    tr->box[c + 2] += moved[c];
+  }
+  tr->mask_x = (int) lrintf (tr->box[0] + tr->mask_offset[0]);
+  tr->mask_y = (int) lrintf (tr->box[1] + tr->mask_offset[1]);
+  tr->last_frame = frame;
 }
 
 static void
@@ -277,6 +357,7 @@ grow (MaskTracker *t, guint n_tracks, guint n)
   gsize cost = (gsize) n_tracks * n;
   if (cost > t->cost_size) {
     t->cost = g_renew (double, t->cost, cost);
+    t->stage_cost = g_renew (double, t->stage_cost, cost);
     t->cost_size = cost;
   }
   gsize work = mask_tracker_assign_work_size (n_tracks, n);
@@ -288,11 +369,41 @@ grow (MaskTracker *t, guint n_tracks, guint n)
   if (n > t->det_size) {
     t->det_track = g_renew (int, t->det_track, n);
     t->det_area = g_renew (guint64, t->det_area, n);
+    t->col_det = g_renew (int, t->col_det, n);
     t->det_size = n;
   }
   if (n_tracks > t->track_size) {
     t->assignment = g_renew (int, t->assignment, n_tracks);
+    t->row_track = g_renew (int, t->row_track, n_tracks);
+    t->stage_assignment = g_renew (int, t->stage_assignment, n_tracks);
     t->track_size = n_tracks;
+  }
+}
+
+/* The optimal assignment of the confirmed (or tentative) tracks to the
+ * detections no track has taken yet. */
+static void
+assign_stage (MaskTracker *t, guint n, gboolean confirmed)
+{
+  guint rows = 0, cols = 0;
+  for (guint k = 0; k < t->tracks->len; k++)
+    if ((g_array_index (t->tracks, Track, k).id != 0) == confirmed)
+      t->row_track[rows++] = (int) k;
+  for (guint d = 0; d < n; d++)
+    if (t->det_track[d] < 0)
+      t->col_det[cols++] = (int) d;
+  for (guint r = 0; r < rows; r++)
+    for (guint c = 0; c < cols; c++)
+      t->stage_cost[(gsize) r * cols + c] =
+          t->cost[(gsize) t->row_track[r] * n + t->col_det[c]];
+  mask_tracker_assign (t->stage_cost, rows, cols, t->stage_assignment,
+      t->work_d, t->work_i);
+  for (guint r = 0; r < rows; r++) {
+    int c = t->stage_assignment[r];
+    if (c < 0 || t->stage_cost[(gsize) r * cols + c] >= FORBIDDEN)
+      continue;
+    t->assignment[t->row_track[r]] = t->col_det[c];
+    t->det_track[t->col_det[c]] = t->row_track[r];
   }
 }
 
@@ -313,14 +424,10 @@ mask_tracker_update (MaskTracker *t, guint64 frame,
   /* where each track should be now, and what each pair would cost */
   for (guint k = 0; k < n_tracks; k++) {
     Track *tr = &g_array_index (t->tracks, Track, k);
-    double dt = frame > tr->last_frame ? (double) (frame - tr->last_frame) : 0;
     float predicted[4];
-    for (int c = 0; c < 4; c++)
-      predicted[c] = tr->box[c] + (float) (tr->velocity[c] * dt);
-    int dx = (int) lrint ((predicted[0] + predicted[2] - tr->box[0]
-            - tr->box[2]) / 2);
-    int dy = (int) lrint ((predicted[1] + predicted[3] - tr->box[1]
-            - tr->box[3]) / 2);
+    predict (tr, frame, predicted);
+    int dx = (int) lrintf (predicted[0] - tr->box[0]);
+    int dy = (int) lrintf (predicted[1] - tr->box[1]);
     for (guint d = 0; d < n; d++) {
       const MaskTrackerDetection *det = &dets[d];
       double iou = 0;
@@ -331,23 +438,21 @@ mask_tracker_update (MaskTracker *t, guint64 frame,
       t->cost[(gsize) k * n + d] = iou >= s->min_iou ? 1 - iou : FORBIDDEN;
     }
   }
-  mask_tracker_assign (t->cost, n_tracks, n, t->assignment, t->work_d,
-      t->work_i);
+  /* confirmed tracks choose first: a tentative track born from a stray
+   * detection (or from the edge of an object coming out from behind
+   * another) does not take a confirmed track's object */
+  for (guint k = 0; k < n_tracks; k++)
+    t->assignment[k] = -1;
+  assign_stage (t, n, TRUE);
+  assign_stage (t, n, FALSE);
 
   /* matched tracks follow their detection; the others age */
   for (guint k = 0; k < n_tracks; k++) {
     Track *tr = &g_array_index (t->tracks, Track, k);
     int d = t->assignment[k];
-    if (d < 0 || t->cost[(gsize) k * n + d] >= FORBIDDEN)
+    if (d < 0)
       continue;
-    const MaskTrackerDetection *det = &dets[d];
-    double dt = frame > tr->last_frame ? (double) (frame - tr->last_frame) : 1;
-    for (int c = 0; c < 4; c++) {
-      float measured = (float) ((det->box[c] - tr->box[c]) / dt);
-      tr->velocity[c] = tr->hits == 1 ? measured
-          : (1 - VELOCITY_WEIGHT) * tr->velocity[c] + VELOCITY_WEIGHT * measured;
-    }
-    track_take (tr, det, frame, t->det_area[d]);
+    follow (tr, &dets[d], frame, t->det_area[d]);
     tr->hits++;
     if (!tr->id && tr->hits >= s->confirm_hits)
       tr->id = t->next_id++;

@@ -5,7 +5,9 @@
  * Decodes INPUT (any file or URI GStreamer can play), runs the maskrcnn
  * element on every frame, draws the results with maskrcnnoverlay and
  * encodes the result.  Without INPUT it annotates a built-in clip of moving
- * squares, circles and triangles, what the demo model was trained on.
+ * squares, circles and triangles, what the demo model was trained on, that
+ * cross, hide one another and come and go at the edges.  --track follows
+ * the objects with maskrcnntracker.
  * Progress goes to stderr, the summary to stdout.
  */
 #include <cairo.h>
@@ -40,19 +42,24 @@ static const Container containers[] = {
 
 /* The built-in clip is a scene that repeats every CLIP_PERIOD frames (10 s),
  * made to exercise a tracker: objects cross each other's paths (two
- * circles pass so close that their boxes overlap while their shapes stay
- * apart), pass in front of one another (a circle behind a larger circle; a
- * small triangle overtaken behind a large square, hidden for a while), and
- * enter and leave at the frame's four edges.
+ * triangles pass so close that their boxes overlap while their shapes stay
+ * apart), pass behind one another (a circle behind a larger circle, the
+ * other way; a small triangle overtaking a large square behind it, hidden
+ * for a while) and come and go: they enter at the top and right edges and
+ * leave at the bottom and left ones.
  *
  * Residents stay for good, going back and forth between two points a whole
  * number of times per period; the others cross the frame once per period,
  * in a straight line from outside it to outside it, and are new objects
  * (new ids) each time.  Objects are drawn in the table's order, later ones
- * on top.  Sizes (half-extents of 28 to 52 pixels) and colours stay within
+ * on top.  Sizes (half-extents of 28 to 50 pixels) and colours stay within
  * what the demo model was trained on (tools/train_shapes.py: shapes 4 % to
  * 21 % of the frame's height across, a colour contrast of at least 70
- * against what is underneath). */
+ * against what is underneath); at most six objects are in view at once, as
+ * in training.  Apart from the meetings above, the timings keep objects
+ * apart: the vertical crossers pass the residents' lanes while those are
+ * elsewhere, the horizontal ones pass the large square's column before or
+ * after it.  docs/testing.md (Tracking) has the scene frame by frame. */
 #define CLIP_PERIOD 300
 
 typedef struct {
@@ -66,20 +73,22 @@ typedef struct {
 } ClipObject;
 
 static const ClipObject clip_objects[] = {
-  /* a small triangle, faster than the large square it overtakes behind */
-  { "triangle", 28, 0.85, 0.15, 0.20, 190, -40, 190, 520, 0, 120, 200 },
-  /* a circle passing behind the larger blue one, the other way */
-  { "circle", 30, 0.80, 0.20, 0.65, 680, 358, -40, 358, 0, 30, 210 },
-  { "circle", 44, 0.15, 0.35, 0.85, 110, 350, 530, 350, 1, 0, 0 },
-  { "square", 32, 0.90, 0.50, 0.10, 575, 120, 575, 250, 2, 0, 0 },
-  { "triangle", 38, 0.95, 0.85, 0.15, 90, 85, 420, 85, 1, 0, 0 },
-  { "square", 52, 0.25, 0.65, 0.30, 190, -60, 190, 540, 0, 60, 260 },
-  /* from the right edge at the start, past the orange square */
-  { "triangle", 34, 0.55, 0.30, 0.80, 690, 205, -50, 205, 0, 0, 185 },
-  /* two circles whose paths cross: the second passes the crossing first,
-   * so that they miss each other narrowly, their boxes overlapping */
-  { "circle", 32, 0.10, 0.78, 0.85, -40, 215, 680, 245, 0, 110, 290 },
-  { "circle", 32, 0.95, 0.60, 0.70, 340, 520, 340, -40, 0, 115, 255 },
+  /* two triangles whose paths cross: the first passes the crossing just
+   * before the second, which then misses it narrowly, their boxes
+   * overlapping while their shapes stay apart */
+  { "triangle", 36, 0.55, 0.30, 0.80, 500, -50, 500, 532, 0, 0, 83 },
+  { "triangle", 36, 0.10, 0.75, 0.85, 690, 250, -50, 250, 0, 31, 137 },
+  /* a small triangle overtaking a large square behind it, hidden for a
+   * while */
+  { "triangle", 28, 0.90, 0.55, 0.10, 130, -40, 130, 520, 0, 139, 201 },
+  { "square", 50, 0.25, 0.65, 0.30, 130, -60, 130, 540, 0, 84, 255 },
+  /* a circle passing behind the large blue one, the other way */
+  { "circle", 30, 0.80, 0.20, 0.65, -40, 398, 680, 398, 0, 140, 260 },
+  /* the residents (ids 1 to 3); the square is dark: the demo model often
+   * saw red, orange or white ones there as circles too */
+  { "circle", 44, 0.15, 0.35, 0.85, 110, 390, 530, 390, 1, 0, 0 },
+  { "square", 44, 0.20, 0.20, 0.20, 585, 80, 585, 160, 2, 0, 0 },
+  { "triangle", 38, 0.95, 0.85, 0.15, 230, 80, 410, 80, 1, 0, 0 },
 };
 
 typedef struct {
@@ -101,6 +110,8 @@ typedef struct {
   GstClockTime inference_total, position;
   GHashTable *per_class;        /* class name -> count */
   guint64 detections;
+  GHashTable *track_ids;        /* the track ids seen (--track) */
+  guint64 tracked;              /* detections with a track id */
 
   /* progress */
   gint64 start_us;
@@ -217,15 +228,16 @@ typedef struct {
 } ClipPlace;
 
 /* Fraction of object i's area that shows: inside the frame and not under
- * the objects drawn after it, from their antialiased coverage. */
+ * the objects drawn after it, from their antialiased coverage, drawn into
+ * the pixels (x1, y1, x2, y2) of its box in the frame. */
 static double
-clip_object_visible (const ClipPlace *places, guint i, const int frame[4])
+clip_object_visible (const ClipPlace *places, guint i, const int pixels[4])
 {
-  int w = frame[2] - frame[0], h = frame[3] - frame[1];
+  int w = pixels[2] - pixels[0], h = pixels[3] - pixels[1];
   cairo_surface_t *surface = cairo_image_surface_create (CAIRO_FORMAT_A8, w,
       h);
   cairo_t *cr = cairo_create (surface);
-  cairo_translate (cr, -frame[0], -frame[1]);
+  cairo_translate (cr, -pixels[0], -pixels[1]);
   clip_object_path (cr, &clip_objects[i], places[i].cx, places[i].cy);
   cairo_fill (cr);
   cairo_set_operator (cr, CAIRO_OPERATOR_CLEAR);
@@ -265,12 +277,12 @@ write_clip_truth (App *app, guint n, const ClipPlace *places)
     box[1] = CLAMP (box[1], 0, CLIP_HEIGHT);
     box[2] = CLAMP (box[2], 0, CLIP_WIDTH);
     box[3] = CLAMP (box[3], 0, CLIP_HEIGHT);
-    int frame[4] = { (int) floor (box[0]), (int) floor (box[1]),
+    int pixels[4] = { (int) floor (box[0]), (int) floor (box[1]),
       (int) ceil (box[2]), (int) ceil (box[3])
     };
-    if (box[2] <= box[0] || box[3] <= box[1])
-      continue;                 /* wholly outside the frame */
-    double visible = clip_object_visible (places, i, frame);
+    if (box[2] - box[0] < 1 || box[3] - box[1] < 1)
+      continue;                 /* outside the frame (not a pixel in it) */
+    double visible = clip_object_visible (places, i, pixels);
     fprintf (app->truth, "%s{\"id\":%" G_GUINT64_FORMAT ",\"label\":\"%s\","
         "\"box\":[%.1f,%.1f,%.1f,%.1f],\"visible\":%.3f}", first ? "" : ",",
         places[i].id, o->label, box[0], box[1], box[2], box[3], visible);
@@ -424,6 +436,15 @@ count_detections (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
               key));
       g_hash_table_replace (app->per_class, key, GSIZE_TO_POINTER (count + 1));
       app->detections++;
+      guint64 id = meta->detections[i].track_id;
+      if (id) {
+        app->tracked++;
+        if (!g_hash_table_contains (app->track_ids, &id)) {
+          guint64 *key = g_new (guint64, 1);
+          *key = id;
+          g_hash_table_add (app->track_ids, key);
+        }
+      }
     }
   }
   g_mutex_unlock (&app->lock);
@@ -483,15 +504,52 @@ make (const gchar *factory, GError **error)
 typedef struct {
   const gchar *input, *output, *model, *config, *json, *backend;
   double score_threshold, duration;
+  gboolean track;
+  gchar **tracker_settings;     /* NAME=VALUE, maskrcnntracker properties */
 } Settings;
+
+/* Sets NAME=VALUE on element, its value checked against the property. */
+static gboolean
+set_property_arg (GstElement *element, const gchar *arg, GError **error)
+{
+  const gchar *equals = strchr (arg, '=');
+  gchar *name = g_strndup (arg, equals ? (gsize) (equals - arg) : strlen (arg));
+  GParamSpec *pspec = g_object_class_find_property (G_OBJECT_GET_CLASS
+      (element), name);
+  const gchar *factory = gst_plugin_feature_get_name (GST_PLUGIN_FEATURE
+      (gst_element_get_factory (element)));
+  gboolean ok = FALSE;
+  if (!equals || !pspec || !(pspec->flags & G_PARAM_WRITABLE)) {
+    g_set_error (error, GST_CORE_ERROR, GST_CORE_ERROR_FAILED,
+        !equals ? "--tracker takes NAME=VALUE, not \"%s\""
+        : "%s has no property \"%s\" (see gst-inspect-1.0 %s)",
+        !equals ? arg : factory, name, factory);
+  } else {
+    GValue value = G_VALUE_INIT;
+    g_value_init (&value, pspec->value_type);
+    ok = gst_value_deserialize_with_pspec (&value, equals + 1, pspec)
+        && !g_param_value_validate (pspec, &value);
+    if (ok)
+      g_object_set_property (G_OBJECT (element), name, &value);
+    else
+      g_set_error (error, GST_CORE_ERROR, GST_CORE_ERROR_FAILED,
+          "%s: \"%s\" is not a valid %s (see gst-inspect-1.0 %s)", factory,
+          equals + 1, name, factory);
+    g_value_unset (&value);
+  }
+  g_free (name);
+  return ok;
+}
 
 static gboolean
 build_pipeline (App *app, const Settings *s, const Container *container,
     GError **error)
 {
-  const gchar *names[] = { "videoconvert", "maskrcnn", "maskrcnnexport",
-    "maskrcnnoverlay", "videoconvert", container->encoder, container->muxer,
-    "filesink"
+  enum { CONVERT, MASKRCNN, TRACKER, EXPORT, OVERLAY, CONVERT_OUT, ENCODER,
+    MUXER, SINK };
+  const gchar *names[] = { "videoconvert", "maskrcnn", "maskrcnntracker",
+    "maskrcnnexport", "maskrcnnoverlay", "videoconvert", container->encoder,
+    container->muxer, "filesink"
   };
   GstElement *e[G_N_ELEMENTS (names)];
   GstElement *source;
@@ -517,7 +575,7 @@ build_pipeline (App *app, const Settings *s, const Container *container,
   GstElement *previous = NULL;
   for (guint i = 0; i < G_N_ELEMENTS (names); i++) {
     e[i] = NULL;
-    if (i == 2 && !s->json)
+    if ((i == TRACKER && !s->track) || (i == EXPORT && !s->json))
       continue;
     e[i] = make (names[i], error);
     if (!e[i])
@@ -543,7 +601,7 @@ build_pipeline (App *app, const Settings *s, const Container *container,
     return FALSE;
   }
 
-  GstElement *maskrcnn = app->maskrcnn = e[1];
+  GstElement *maskrcnn = app->maskrcnn = e[MASKRCNN];
   if (s->model)
     g_object_set (maskrcnn, "model", s->model, NULL);
   if (s->config)
@@ -553,21 +611,33 @@ build_pipeline (App *app, const Settings *s, const Container *container,
   if (s->score_threshold >= 0)
     g_object_set (maskrcnn, "score-threshold", (gfloat) s->score_threshold,
         NULL);
+  if (s->track) {
+    for (gchar **arg = s->tracker_settings; arg && *arg; arg++)
+      if (!set_property_arg (e[TRACKER], *arg, error))
+        return FALSE;
+    /* each object in its own colour, where the overlay can */
+    if (g_object_class_find_property (G_OBJECT_GET_CLASS (e[OVERLAY]),
+            "colour-by"))
+      gst_util_set_object_arg (G_OBJECT (e[OVERLAY]), "colour-by", "track");
+  }
   if (s->json) {
-    g_object_set (e[2], "location", s->json, NULL);
-    gst_util_set_object_arg (G_OBJECT (e[2]), "format", "jsonl");
+    g_object_set (e[EXPORT], "location", s->json, NULL);
+    gst_util_set_object_arg (G_OBJECT (e[EXPORT]), "format", "jsonl");
   }
   if (g_str_equal (container->encoder, "x264enc"))
-    gst_util_set_object_arg (G_OBJECT (e[5]), "speed-preset", "veryfast");
+    gst_util_set_object_arg (G_OBJECT (e[ENCODER]), "speed-preset",
+        "veryfast");
   else if (g_str_equal (container->encoder, "vp8enc"))
     /* real time; the quantizer capped and the bitrate raised, since at
      * vp8enc's defaults the rate control starves on noisy footage and
      * later frames break up into blocks */
-    g_object_set (e[5], "deadline", (gint64) 1, "cpu-used", 4,
+    g_object_set (e[ENCODER], "deadline", (gint64) 1, "cpu-used", 4,
         "target-bitrate", 4000000, "max-quantizer", 40, NULL);
-  g_object_set (e[7], "location", s->output, NULL);
+  g_object_set (e[SINK], "location", s->output, NULL);
 
-  GstPad *pad = gst_element_get_static_pad (maskrcnn, "src");
+  /* after the tracker, if any: the track ids are set there */
+  GstPad *pad = gst_element_get_static_pad (s->track ? e[TRACKER] : maskrcnn,
+      "src");
   gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, count_detections, app,
       NULL);
   gst_object_unref (pad);
@@ -674,6 +744,9 @@ print_summary (App *app, const Settings *s)
         " frames analysed)\n",
         app->inference_total / (double) app->analysed / GST_MSECOND,
         app->analysed);
+  if (s->track)
+    printf ("tracks: %u (%" G_GUINT64_FORMAT " of the detections have a "
+        "track id)\n", g_hash_table_size (app->track_ids), app->tracked);
   if (s->json)
     printf ("detections file: %s\n", s->json);
 }
@@ -745,7 +818,8 @@ main (int argc, char **argv)
 {
   Settings s = { .score_threshold = -1, .duration = 10 };
   gchar *output = NULL, *model = NULL, *config = NULL, *json = NULL,
-      *backend = NULL, *truth = NULL, **inputs = NULL;
+      *backend = NULL, *truth = NULL, **inputs = NULL,
+      **tracker_settings = NULL;
   GOptionEntry entries[] = {
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output,
         "Annotated video to write (.mp4, .webm or .avi; without an "
@@ -764,9 +838,16 @@ main (int argc, char **argv)
         "Lowest score shown, 0 to 1 (default: the model's own)", "X" },
     { "duration", 'd', 0, G_OPTION_ARG_DOUBLE, &s.duration,
         "Length of the built-in clip in seconds (default 10)", "SECONDS" },
+    { "track", 't', 0, G_OPTION_ARG_NONE, &s.track,
+        "Follow the objects from frame to frame (maskrcnntracker): each "
+          "gets a track id, its own colour in the video and a track_id in "
+          "the --json file", NULL },
+    { "tracker", 0, 0, G_OPTION_ARG_STRING_ARRAY, &tracker_settings,
+        "Set a maskrcnntracker property, e.g. association=box (repeatable; "
+          "implies --track)", "NAME=VALUE" },
     { "clip-truth", 0, 0, G_OPTION_ARG_FILENAME, &truth,
-        "Write the built-in clip's objects (class and box per frame) as "
-          "JSON lines", "PATH" },
+        "Write the built-in clip's objects (identity, class, box and "
+          "visible fraction per frame) as JSON lines", "PATH" },
     { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &inputs, NULL,
         NULL },
     { NULL }
@@ -845,6 +926,8 @@ main (int argc, char **argv)
   s.config = config;
   s.json = json;
   s.backend = backend;
+  s.track = s.track || tracker_settings;
+  s.tracker_settings = tracker_settings;
   if (truth && s.input) {
     fail (&app, "--clip-truth is for the built-in clip (no INPUT)");
     goto out;
@@ -856,6 +939,8 @@ main (int argc, char **argv)
 
   g_mutex_init (&app.lock);
   app.per_class = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+      NULL);
+  app.track_ids = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free,
       NULL);
   if (!build_pipeline (&app, &s, container, &error)) {
     fail (&app, "%s", error->message);
@@ -892,6 +977,7 @@ out:
     fail (&app, "cannot write %s", truth);
   if (app.per_class) {
     g_hash_table_destroy (app.per_class);
+    g_hash_table_destroy (app.track_ids);
     g_mutex_clear (&app.lock);
   }
   if (app.loop)
@@ -906,5 +992,6 @@ out:
   g_free (backend);
   g_free (truth);
   g_strfreev (inputs);
+  g_strfreev (tracker_settings);
   return app.exit_status;
 }

@@ -215,6 +215,60 @@ GST_START_TEST (test_occlusion_and_reappearance)
 
 GST_END_TEST;
 
+/* An object moving right at 6 px a frame passes behind a wall (x 150 to
+ * 260): seen shrinking, then not at all for 12 frames, then growing out of
+ * the other side.  The shrinking boxes must not teach the track a wrong
+ * size or speed. */
+GST_START_TEST (test_partly_hidden)
+{
+  for (int by_mask = 0; by_mask < 2; by_mask++) {
+    MaskTracker *t = new_tracker (by_mask ? MASK_TRACKER_MASK
+        : MASK_TRACKER_BOX, 2, 30);
+    guint64 id, first = 0;
+    int frames_with_id = 0, seen = 0;
+    for (int f = 0; f < 50; f++) {
+      float x0 = 10.0f + 6 * f, x1 = x0 + 40;
+      float v0 = x0, v1 = x1;      /* the visible part */
+      if (x1 > 150 && x0 < 150)
+        v1 = 150;
+      else if (x0 >= 150 && x1 <= 260)
+        v1 = v0;
+      else if (x0 < 260 && x1 > 260)
+        v0 = 260;
+      if (v1 - v0 < 2) {
+        step (t, f, NULL, 0, NULL);
+        continue;
+      }
+      /* a square seen in part: its box and mask cut at the wall */
+      Frame fr;
+      Obj o = { 1, x0, 60, 40, 3 };
+      make_frame (&fr, &o, 1);
+      int w = (int) lrintf (v1 - v0), skip = (int) lrintf (v0 - x0);
+      guint8 cut[40 * 40];
+      for (int y = 0; y < 40; y++)
+        memcpy (cut + y * w, fr.masks[0] + y * 40 + skip, w);
+      fr.d[0].box[0] = v0;
+      fr.d[0].box[2] = v1;
+      fr.d[0].mask_x += skip;
+      fr.d[0].mask_width = w;
+      fr.d[0].mask = cut;
+      mask_tracker_update (t, f, fr.d, 1, &id);
+      seen++;
+      if (!first)
+        first = id;
+      frames_with_id += id != 0;
+      fail_unless (id == 0 || id == first, "%s: frame %d has id %"
+          G_GUINT64_FORMAT ", first %" G_GUINT64_FORMAT,
+          by_mask ? "mask" : "box", f, id, first);
+    }
+    fail_unless (first == 1 && frames_with_id >= seen - 3, "%d of %d",
+        frames_with_id, seen);
+    mask_tracker_free (t);
+  }
+}
+
+GST_END_TEST;
+
 /* Two objects of one class meet, their boxes all but coinciding, and turn
  * back; one fills the top half of its box, the other the bottom half.
  * Returns whether each kept its id. */
@@ -509,6 +563,7 @@ tracker_suite (void)
   tcase_add_test (tc, test_assign_matches_brute_force);
   tcase_add_test (tc, test_birth_and_confirmation);
   tcase_add_test (tc, test_occlusion_and_reappearance);
+  tcase_add_test (tc, test_partly_hidden);
   tcase_add_test (tc, test_crossing_paths);
   tcase_add_test (tc, test_class_kept);
   tcase_add_test (tc, test_tracks_bounded);
