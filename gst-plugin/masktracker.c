@@ -417,7 +417,8 @@ mask_tracker_update (MaskTracker *t, guint64 frame,
   grow (t, n_tracks, n);
 
   for (guint d = 0; d < n; d++) {
-    t->det_area[d] = by_mask && has_mask (&dets[d]) ? mask_area (&dets[d]) : 0;
+    /* also with association by box: the settings may change mid-stream */
+    t->det_area[d] = has_mask (&dets[d]) ? mask_area (&dets[d]) : 0;
     t->det_track[d] = -1;
   }
 
