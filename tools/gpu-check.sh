@@ -270,10 +270,10 @@ run () {
   # correctness in two streams at once (the GPU has room for both), the
   # benchmark alone after them
   (
-    section parity 140 "$PYTHON" tests/python/test_cuda.py "${detect[@]}"
+    section parity 200 "$PYTHON" tests/python/test_cuda.py "${detect[@]}"
     section torchvision 80 "$PYTHON" tests/python/test_cuda.py "${detect[@]}" --full --full-images 2
   ) &
-  section sanitizer 150 "$PYTHON" tests/python/test_cuda.py "${detect[@]}" --sanitizer \
+  section sanitizer 200 "$PYTHON" tests/python/test_cuda.py "${detect[@]}" --sanitizer \
     --kernels kernels.txt --jobs 8 &
   wait
   section bench 100 "$PYTHON" bench/compare.py --bench bin/mrcnn-bench --backend cuda \
