@@ -678,8 +678,28 @@ gst_mask_rcnn_set_property (GObject *object, guint prop_id,
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
   }
-  if (reload)
+  if (reload) {
     self->settings_serial++;
+    self->reload_pending = TRUE;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+/* Model properties set together (one g_object_set) load once: the load is
+ * asked for when GObject dispatches their notifications, after the last of
+ * them is set; a load started between two of them would fail on half the
+ * new settings. */
+static void
+gst_mask_rcnn_dispatch_properties_changed (GObject *object, guint n_pspecs,
+    GParamSpec **pspecs)
+{
+  GstMaskRcnn *self = GST_MASK_RCNN (object);
+
+  G_OBJECT_CLASS (parent_class)->dispatch_properties_changed (object,
+      n_pspecs, pspecs);
+  GST_OBJECT_LOCK (self);
+  gboolean reload = self->reload_pending;
+  self->reload_pending = FALSE;
   GST_OBJECT_UNLOCK (self);
   if (reload)
     request_reload (self);
@@ -1487,6 +1507,8 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
   const GParamFlags live = rw | GST_PARAM_MUTABLE_PLAYING;
 
   gobject_class->set_property = gst_mask_rcnn_set_property;
+  gobject_class->dispatch_properties_changed =
+      gst_mask_rcnn_dispatch_properties_changed;
   gobject_class->get_property = gst_mask_rcnn_get_property;
   gobject_class->finalize = gst_mask_rcnn_finalize;
 

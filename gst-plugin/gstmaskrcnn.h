@@ -62,6 +62,8 @@ struct _GstMaskRcnn {
   gchar *engine_id;
   gboolean thresholds_changed, classes_changed;
   guint settings_serial; /* bumped when a model property changes */
+  gboolean reload_pending; /* a model property changed, the notifications
+                              not dispatched yet */
   /* also under the object lock: QoS and latency */
   GstClockTime earliest_time; /* running time; frames before it are late */
   GstClockTime latency;       /* what the LATENCY query adds */
