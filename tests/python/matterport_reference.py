@@ -213,6 +213,15 @@ def anchors(height, width, config):
 
 # ------------------------------------------------------- box maths (A.6)
 
+def normalised_window(window, height, width):
+    """The molded image's window (y1, x1, y2, x2 pixels) in normalised
+    coordinates, as the DetectionLayer clips to it (A.8)."""
+    wy1, wx1, wy2, wx2 = window
+    hm1, wm1 = F32(height) - F32(1), F32(width) - F32(1)
+    return ((F32(wy1) - F32(0)) / hm1, (F32(wx1) - F32(0)) / wm1,
+            (F32(wy2) - F32(1)) / hm1, (F32(wx2) - F32(1)) / wm1)
+
+
 def apply_box_deltas(boxes, deltas):
     """A.6 step 3, float32, no clamp; y2 = y1 + h."""
     boxes = boxes.astype(F32)
@@ -624,10 +633,7 @@ class Model:
         """A.8 DetectionLayer for one image -> [n, 6] real rows (y1, x1, y2,
         x2, class_id, score), normalised, in output order."""
         cfg = self.config
-        wy1, wx1, wy2, wx2 = window
-        hm1, wm1 = F32(height) - F32(1), F32(width) - F32(1)
-        nwin = ((F32(wy1) - F32(0)) / hm1, (F32(wx1) - F32(0)) / wm1,
-                (F32(wy2) - F32(1)) / hm1, (F32(wx2) - F32(1)) / wm1)
+        nwin = normalised_window(window, height, width)
         class_ids = np.argmax(probs, axis=1)  # first maximum on ties
         rows = np.arange(len(probs))
         scores = probs[rows, class_ids].astype(F32)

@@ -114,7 +114,7 @@ def main():
             model = ref.Model(weights)
             out = model.detect(image)
             tm.compare_final(checks, "plain float32 file", out, baseline, image_path, h, w, model.config,
-                             None, 5, tm.knife_edges(out))
+                             None, 5, tm.knife_edges(out, model))
 
         # lossless variants: the output must be identical
         variants = {
@@ -147,7 +147,7 @@ def main():
                 model = ref.Model(stored)
                 out = model.detect(image)
                 tm.compare_final(checks, name, out, result, image_path, h, w, model.config, None, 5,
-                                 tm.knife_edges(out))
+                                 tm.knife_edges(out, model))
 
         # bad inputs
         text = scratch / "text.h5"
