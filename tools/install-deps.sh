@@ -3,14 +3,14 @@
 set -euo pipefail
 
 packages=(meson ninja-build pkg-config gcc libglib2.0-dev libjson-glib-dev
-  libopenblas-dev libgdk-pixbuf-2.0-dev python3 python3-pip python3-numpy
+  libdnnl-dev libgdk-pixbuf-2.0-dev python3 python3-pip python3-numpy
   python3-pil python3-torchvision libhdf5-dev python3-h5py python3-scipy
   python3-skimage
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good libpango1.0-dev
   libcairo2-dev fonts-dejavu-core gobject-introspection
   libgirepository1.0-dev python3-gi gir1.2-gstreamer-1.0
-  gir1.2-gst-plugins-base-1.0 valgrind clang libclang-rt-14-dev)
+  gir1.2-gst-plugins-base-1.0 valgrind clang libclang-rt-14-dev libomp-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

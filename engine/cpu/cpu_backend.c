@@ -1,8 +1,11 @@
 /* CPU backend: workspace sized once from the model, and the stage table. */
 #include "cpu_backend.h"
 
-#include <cblas.h>
+#include <omp.h>
 #include <string.h>
+
+/* Channels as a blocked activation holds them (the widest block). */
+#define PADDED(c) (((size_t) (c) + 15) / 16 * 16)
 
 typedef struct {
   size_t activation; /* largest backbone/FPN/RPN activation, floats */
@@ -17,7 +20,7 @@ grow_conv (Sizes *z, const MrcnnConv *conv, int *h, int *w)
 {
   int oh = conv_out_size (*h, conv), ow = conv_out_size (*w, conv);
   size_t k = (size_t) conv->in_channels * conv->kernel * conv->kernel;
-  z->activation = MAX (z->activation, (size_t) conv->out_channels * oh * ow);
+  z->activation = MAX (z->activation, PADDED (conv->out_channels) * oh * ow);
   z->col = MAX (z->col, k * MAX (oh, ow));
   *h = oh;
   *w = ow;
@@ -49,19 +52,19 @@ plan (const MrcnnModel *m, Sizes *z)
       h = h1;
       w = w1;
     }
-    z->stage[L] = (size_t) m->stage_channels[L] * h * w;
+    z->stage[L] = PADDED (m->stage_channels[L]) * h * w;
     size_t plane = (size_t) h * w;
     int hh = h, ww = w;
     grow_conv (z, &m->fpn_inner[L], &hh, &ww);
     grow_conv (z, &m->fpn_layer[L], &hh, &ww);
     for (int j = 0; j < m->n_rpn_convs; j++)
       grow_conv (z, &m->rpn_convs[j], &hh, &ww);
-    z->activation = MAX (z->activation, plane * 4 * m->num_anchors);
-    z->fpn[L] = (size_t) m->fpn_channels * plane;
+    z->activation = MAX (z->activation, plane * PADDED (4 * m->num_anchors));
+    z->fpn[L] = PADDED (m->fpn_channels) * plane;
     z->anchors += plane * m->num_anchors;
     if (L == 3) {
       size_t pool = (size_t) ((h + 1) / 2) * ((w + 1) / 2);
-      z->fpn[4] = (size_t) m->fpn_channels * pool;
+      z->fpn[4] = PADDED (m->fpn_channels) * pool;
       z->anchors += pool * m->num_anchors;
     }
   }
@@ -85,6 +88,10 @@ cpu_create (const MrcnnModel *m, const MrcnnOptions *options, GError **error)
   CpuState *s = g_new0 (CpuState, 1);
   s->model = m;
   s->col_size = z.col;
+  if (!cpu_onednn_init (s, error)) {
+    cpu_destroy (s);
+    return NULL;
+  }
 
   gboolean matterport = c->variant == MRCNN_VARIANT_MATTERPORT;
   for (int ch = 0; ch < 3; ch++)
@@ -136,8 +143,10 @@ cpu_create (const MrcnnModel *m, const MrcnnOptions *options, GError **error)
   ALLOC (taps_w1, matterport ? 2 * (size_t) b : 0);
   for (int L = 0; L < 4; L++)
     ALLOC (stage_out[L], z.stage[L]);
-  for (int l = 0; l < MRCNN_FPN_LEVELS; l++)
+  for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
     ALLOC (fpn[l], z.fpn[l]);
+    ALLOC (fpn_blocked[l], z.fpn[l]);
+  }
   for (int i = 0; i < 4; i++)
     ALLOC (scratch[i], z.activation);
   ALLOC (col, z.col);
@@ -192,11 +201,13 @@ cpu_destroy (gpointer state)
   CpuState *s = state;
   if (!s)
     return;
+  cpu_onednn_destroy (s);
   void *buffers[] = {
     s->input, s->taps_i0, s->taps_i1, s->taps_lambda, s->taps_w0,
     s->taps_w1, s->anchors, s->det_source, s->stage_out[0],
     s->stage_out[1], s->stage_out[2], s->stage_out[3], s->fpn[0], s->fpn[1],
-    s->fpn[2], s->fpn[3], s->fpn[4], s->scratch[0], s->scratch[1],
+    s->fpn[2], s->fpn[3], s->fpn[4], s->fpn_blocked[0], s->fpn_blocked[1],
+    s->fpn_blocked[2], s->fpn_blocked[3], s->fpn_blocked[4], s->scratch[0], s->scratch[1],
     s->scratch[2], s->scratch[3], s->col, s->objectness, s->rpn_deltas,
     s->order, s->sort_scratch, s->cand_boxes, s->cand_scores, s->cand_level, s->removed,
     s->keep, s->proposals, s->box_features, s->box_a, s->box_b,
@@ -217,8 +228,9 @@ stage_preprocess (gpointer state, const MrcnnImage *image,
 {
   CpuState *s = state;
   (void) error;
-  /* OpenBLAS's count is the process's: another engine may have set its own */
-  openblas_set_num_threads (s->threads);
+  /* OpenMP's count is the calling thread's: this detection's, whichever
+   * thread runs it */
+  omp_set_num_threads (s->threads);
   s->geometry = *geometry;
   if (s->model->config.variant == MRCNN_VARIANT_MATTERPORT)
     cpu_preprocess_matterport (s, image);
@@ -230,21 +242,16 @@ stage_preprocess (gpointer state, const MrcnnImage *image,
 static gboolean
 stage_backbone (gpointer state, GError **error)
 {
-  (void) error;
-  cpu_backbone (state);
-  return TRUE;
+  return cpu_backbone (state, error);
 }
 
 static gboolean
 stage_proposals (gpointer state, GError **error)
 {
   CpuState *s = state;
-  (void) error;
   if (s->model->config.variant == MRCNN_VARIANT_MATTERPORT)
-    cpu_proposals_matterport (s);
-  else
-    cpu_proposals (s);
-  return TRUE;
+    return cpu_proposals_matterport (s, error);
+  return cpu_proposals (s, error);
 }
 
 static gboolean
@@ -326,14 +333,14 @@ cpu_inspect (gpointer state, const char *name, MrcnnHostTensor *out)
   return FALSE;
 }
 
-/* OpenBLAS's own count (OPENBLAS_NUM_THREADS, else one per core), read
- * before any engine changes it. */
+/* OpenMP's own count (OMP_NUM_THREADS, else one per core), read before
+ * any engine changes it. */
 static int
 default_threads (void)
 {
   static gsize count;
   if (g_once_init_enter (&count))
-    g_once_init_leave (&count, (gsize) MAX (openblas_get_num_threads (), 1));
+    g_once_init_leave (&count, (gsize) MAX (omp_get_max_threads (), 1));
   return (int) count;
 }
 

@@ -1,5 +1,8 @@
-/* CPU backend: NCHW float32, convolutions and fully connected layers
- * through BLAS, everything else in plain C.  One image at a time.  Stages
+/* CPU backend: float32; the backbone, FPN and RPN head through oneDNN
+ * primitives on activations in oneDNN's blocked layout (onednn.c), the FPN
+ * maps reordered to NCHW for the heads, whose convolutions and fully
+ * connected layers are oneDNN matrix products; everything else in plain C
+ * (OpenMP where it is worth it).  One image at a time.  Stages
  * whose arithmetic differs between torchvision and matterport have a
  * function per variant (the _matterport ones, MODEL_SPEC Part A). */
 #ifndef MRCNN_CPU_BACKEND_H
@@ -7,11 +10,20 @@
 
 #include "../backend.h"
 
+#include <oneapi/dnnl/dnnl.h>
+
 /* Where a detection's mask lands in the original image. */
 typedef struct {
   int64_t x1, y1, x2, y2;   /* box expanded by the mask border, truncated */
   int x0, y0, x_end, y_end; /* clipped to the image */
 } PasteBox;
+
+/* A oneDNN primitive made for one input size and its memory objects, whose
+ * data pointers are set at each run. */
+typedef struct {
+  dnnl_primitive_t prim;
+  dnnl_memory_t src, dst, weights, bias, scratch;
+} CpuPrim;
 
 typedef struct {
   const MrcnnModel *model;
@@ -24,13 +36,32 @@ typedef struct {
   float *taps_lambda;
   double *taps_w0, *taps_w1; /* matterport: skimage weights of i0, i0 + 1 */
 
-  /* backbone and FPN */
+  /* oneDNN: the engine, its stream and the primitives of the backbone, FPN
+   * and RPN head, made for plan_height x plan_width inputs and
+   * plan_threads threads (onednn.c) */
+  dnnl_engine_t dnnl;
+  dnnl_stream_t stream;
+  dnnl_format_tag_t act_tag; /* activations' layout: nChw8c or nChw16c */
+  int block;                /* its channel block, 8 or 16 */
+  int plan_height, plan_width, plan_threads;
+  CpuPrim stem_prim, pool_prim;
+  CpuPrim *block_prims[4];  /* [block][conv1, conv2, conv3, downsample] */
+  CpuPrim fpn_inner_prims[4], fpn_layer_prims[4];
+  CpuPrim fpn_nchw_prims[MRCNN_FPN_LEVELS]; /* blocked P2..P6 to NCHW */
+  CpuPrim rpn_prims[MRCNN_FPN_LEVELS][MRCNN_MAX_RPN_CONVS + 2]; /* convs,
+                               cls, bbox */
+  void *dnnl_scratch;       /* every primitive's scratchpad */
+  size_t dnnl_scratch_size;
+  dnnl_status_t run_status; /* first failed run since the last check */
+
+  /* backbone and FPN; blocked unless said otherwise */
   float *stage_out[4];      /* C2..C5 */
   int stage_h[4], stage_w[4];
-  float *fpn[MRCNN_FPN_LEVELS];
+  float *fpn_blocked[MRCNN_FPN_LEVELS];
+  float *fpn[MRCNN_FPN_LEVELS]; /* NCHW, for the heads */
   int fpn_h[MRCNN_FPN_LEVELS], fpn_w[MRCNN_FPN_LEVELS];
   float *scratch[4];        /* each holds the largest activation */
-  float *col;               /* im2col tile */
+  float *col;               /* im2col tile of the heads' convolutions */
   size_t col_size;
 
   /* RPN */
@@ -91,10 +122,32 @@ conv_out_size (int in, const MrcnnConv *conv)
   return (in + 2 * conv->pad - conv->kernel) / conv->stride + 1;
 }
 
-/* out = act(conv(in) + bias [+ residual]); col is im2col scratch. */
-void cpu_conv2d (const MrcnnConv *conv, const float *in, int h, int w,
-    float *out, const float *residual, gboolean relu, float *col,
-    size_t col_size);
+/* Offset of channel c of pixel p in a blocked activation of `plane`
+ * pixels a channel. */
+static inline size_t
+blocked_at (int c, size_t p, size_t plane, int block)
+{
+  return ((size_t) (c / block) * plane + p) * block + c % block;
+}
+
+/* Floats of c channels of `plane` pixels, channels padded to the block. */
+static inline size_t
+blocked_size (int c, size_t plane, int block)
+{
+  return (size_t) ((c + block - 1) / block) * block * plane;
+}
+
+/* oneDNN's engine and stream, and the activation layout (at creation). */
+gboolean cpu_onednn_init (CpuState *s, GError **error);
+void cpu_onednn_destroy (CpuState *s);
+/* The primitives for s->geometry's padded size and s->threads, unless made
+ * already; also sets stage_h/w and fpn_h/w. */
+gboolean cpu_onednn_plan (CpuState *s, GError **error);
+/* Runs p from src into dst; a failure is kept for cpu_onednn_check. */
+void cpu_prim_run (CpuState *s, CpuPrim *p, const float *src, float *dst);
+/* FALSE with an error naming the stage when a run failed since the last
+ * check. */
+gboolean cpu_onednn_check (CpuState *s, const char *stage, GError **error);
 /* relu(conv) of n images, each [C][h][w] and contiguous, in one GEMM;
  * col holds C k k x n oh ow floats, gemm_out O x n oh ow. */
 void cpu_conv2d_many (const MrcnnConv *conv, const float *in, int n, int h,
@@ -102,26 +155,23 @@ void cpu_conv2d_many (const MrcnnConv *conv, const float *in, int n, int h,
 /* out[n][out] = act(in[n][in] W^T + b) */
 void cpu_linear (const MrcnnLinear *fc, const float *in, int n, float *out,
     gboolean relu);
-/* 3x3 stride-2 max pool, padding `pad` before (-inf outside): output i
- * covers inputs 2i - pad .. 2i - pad + 2. */
-void cpu_maxpool_3x3s2 (const float *in, int c, int h, int w, float *out,
-    int oh, int ow, int pad);
-/* dst += nearest-neighbour resize of src (FPN top-down path). */
-void cpu_add_upsampled (float *dst, int c, int h, int w, const float *src,
-    int sh, int sw);
+/* dst = nearest-neighbour resize of src, c channels blocked by `block`
+ * (FPN top-down path). */
+void cpu_upsample_nearest (float *dst, int c, int h, int w, const float *src,
+    int sh, int sw, int block);
 
 void cpu_preprocess (CpuState *s, const MrcnnImage *image);
 /* mold_image: skimage resize, back to uint8, minus MEAN_PIXEL, centred
  * zero-pixel padding. */
 void cpu_preprocess_matterport (CpuState *s, const MrcnnImage *image);
-void cpu_backbone (CpuState *s);
+gboolean cpu_backbone (CpuState *s, GError **error);
 /* The RPN head's convolutions on every FPN level: objectness (the logit;
  * matterport: the foreground's 2-way softmax) and deltas per anchor, in
  * anchor order. */
-void cpu_rpn_head (CpuState *s);
-void cpu_proposals (CpuState *s);
+gboolean cpu_rpn_head (CpuState *s, GError **error);
+gboolean cpu_proposals (CpuState *s, GError **error);
 /* RPN with 2-way softmax, global top-k, TF NMS, zero-padded proposals. */
-void cpu_proposals_matterport (CpuState *s);
+gboolean cpu_proposals_matterport (CpuState *s, GError **error);
 /* tf.image.crop_and_resize (bilinear, extrapolation 0) of one normalised
  * box into out [c][crop][crop]. */
 void cpu_crop_and_resize (const float *features, int c, int h, int w,

@@ -1,7 +1,7 @@
 /* Box head with postprocess_detections, and the mask head. */
 #include "cpu_backend.h"
 
-#include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
 #include <math.h>
 #include <string.h>
 
@@ -159,9 +159,8 @@ mask_chunk (CpuState *s, int first, int n)
     for (int c = 0; c < cin; c++)
       memcpy (s->col + c * ld + r * plane, x + ((size_t) r * cin + c) * plane,
           sizeof (float) * plane);
-  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, 4 * cout, (int) ld,
-      cin, 1.0f, dc->weight, cin, s->col, (int) ld, 0.0f, s->mask_gemm,
-      (int) ld);
+  dnnl_sgemm ('N', 'N', 4 * cout, (dnnl_dim_t) ld, cin, 1.0f, dc->weight,
+      cin, s->col, (dnnl_dim_t) ld, 0.0f, s->mask_gemm, (dnnl_dim_t) ld);
   for (int r = 0; r < n; r++)
     for (int o = 0; o < cout; o++)
       for (int tap = 0; tap < 4; tap++) {

@@ -4,61 +4,61 @@
 #include <math.h>
 #include <string.h>
 
-void
-cpu_rpn_head (CpuState *s)
+gboolean
+cpu_rpn_head (CpuState *s, GError **error)
 {
   const MrcnnModel *m = s->model;
   gboolean two_way = m->config.variant == MRCNN_VARIANT_MATTERPORT;
-  int A = m->num_anchors;
+  int A = m->num_anchors, B = s->block, n = m->n_rpn_convs;
   float *logits = s->scratch[1], *deltas = s->scratch[2];
   int start = 0;
   for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
-    int h = s->fpn_h[l], w = s->fpn_w[l];
-    size_t plane = (size_t) h * w;
-    const float *hidden = s->fpn[l];
-    for (int j = 0; j < m->n_rpn_convs; j++) {
+    size_t plane = (size_t) s->fpn_h[l] * s->fpn_w[l];
+    const float *hidden = s->fpn_blocked[l];
+    for (int j = 0; j < n; j++) {
       float *out = s->scratch[j % 2 ? 3 : 0];
-      cpu_conv2d (&m->rpn_convs[j], hidden, h, w, out, NULL, TRUE, s->col,
-          s->col_size);
+      cpu_prim_run (s, &s->rpn_prims[l][j], hidden, out);
       hidden = out;
     }
-    cpu_conv2d (&m->rpn_cls, hidden, h, w, logits, NULL, FALSE, s->col,
-        s->col_size);
-    cpu_conv2d (&m->rpn_bbox, hidden, h, w, deltas, NULL, FALSE, s->col,
-        s->col_size);
+    cpu_prim_run (s, &s->rpn_prims[l][n], hidden, logits);
+    cpu_prim_run (s, &s->rpn_prims[l][n + 1], hidden, deltas);
     s->level_start[l] = start;
     /* NHWC order: anchor a of a cell has logit a (matterport: 2a for the
      * background, 2a + 1 for the foreground) and deltas 4a .. 4a + 3 */
+#pragma omp parallel for
     for (size_t p = 0; p < plane; p++)
       for (int a = 0; a < A; a++) {
         size_t j = start + p * A + a;
         if (two_way) {
-          float bg = logits[2 * a * plane + p];
-          float fg = logits[(2 * a + 1) * plane + p];
+          float bg = logits[blocked_at (2 * a, p, plane, B)];
+          float fg = logits[blocked_at (2 * a + 1, p, plane, B)];
           float top = MAX (bg, fg);
           float e_bg = expf (bg - top), e_fg = expf (fg - top);
           s->objectness[j] = e_fg / (e_bg + e_fg);
         } else {
-          s->objectness[j] = logits[a * plane + p];
+          s->objectness[j] = logits[blocked_at (a, p, plane, B)];
         }
         for (int k = 0; k < 4; k++)
-          s->rpn_deltas[4 * j + k] = deltas[(4 * a + k) * plane + p];
+          s->rpn_deltas[4 * j + k] = deltas[blocked_at (4 * a + k, p, plane,
+                  B)];
       }
     start += (int) (plane * A);
   }
   s->level_start[MRCNN_FPN_LEVELS] = start;
   s->n_anchors = start;
+  return cpu_onednn_check (s, "RPN head", error);
 }
 
-void
-cpu_proposals (CpuState *s)
+gboolean
+cpu_proposals (CpuState *s, GError **error)
 {
   const MrcnnModel *m = s->model;
   const MrcnnConfig *c = &m->config;
   const MrcnnGeometry *g = &s->geometry;
   int A = m->num_anchors;
   static const float unit_weights[4] = { 1, 1, 1, 1 };
-  cpu_rpn_head (s);
+  if (!cpu_rpn_head (s, error))
+    return FALSE;
 
   /* per level: top-k by logit, decode, clip, drop tiny boxes */
   int n = 0;
@@ -114,4 +114,5 @@ cpu_proposals (CpuState *s)
   for (int i = 0; i < s->n_proposals; i++)
     memcpy (s->proposals + 4 * i, s->cand_boxes + 4 * s->keep[s->order[i]],
         4 * sizeof (float));
+  return TRUE;
 }

@@ -6,8 +6,8 @@
 
 #include <string.h>
 
-void
-cpu_proposals_matterport (CpuState *s)
+gboolean
+cpu_proposals_matterport (CpuState *s, GError **error)
 {
   const MrcnnConfig *c = &s->model->config;
   const MrcnnGeometry *g = &s->geometry;
@@ -18,7 +18,8 @@ cpu_proposals_matterport (CpuState *s)
     s->anchors_h = g->padded_height;
     s->anchors_w = g->padded_width;
   }
-  cpu_rpn_head (s);
+  if (!cpu_rpn_head (s, error))
+    return FALSE;
 
   /* tf.nn.top_k over all levels: descending, ties to the lower index */
   int k = MIN (c->rpn_pre_nms_top_n, s->n_anchors);
@@ -41,4 +42,5 @@ cpu_proposals_matterport (CpuState *s)
         4 * sizeof (float));
   memset (s->proposals + 4 * n, 0, sizeof (float) * 4 * (post - n));
   s->n_proposals = post;
+  return TRUE;
 }
