@@ -6,11 +6,13 @@
 #include <string.h>
 
 #include "engine-options.h"
+#include "rgb-file.h"
 
 static char *model_path;
 static char *config_path;
 static char *shape;
 static char *size_text;
+static char *image_path;
 static int batch = 1;
 static int iterations = 20;
 static int warmup = 3;
@@ -28,6 +30,9 @@ static const GOptionEntry entries[] = {
   { "size", 's', 0, G_OPTION_ARG_STRING, &size_text,
     "Input frame size (default: the model's own input size, 1216x800 "
     "for torchvision, 1024x1024 for matterport)", "WxH" },
+  { "image", 0, 0, G_OPTION_ARG_FILENAME, &image_path,
+    "Time on this image file instead of a synthetic frame (its own size; "
+    "not with --size)", "PATH" },
   { "batch", 'n', 0, G_OPTION_ARG_INT, &batch,
     "Frames per call (default 1)", "N" },
   { "iterations", 'i', 0, G_OPTION_ARG_INT, &iterations,
@@ -146,15 +151,28 @@ main (int argc, char **argv)
     return die ("--size must be WIDTHxHEIGHT, each 16 to 8192");
   }
 
-  MrcnnEngine *engine = mrcnn_engine_new (model, &options, &error);
-  if (!engine) {
+  if (image_path && size_text) {
+    mrcnn_model_free (model);
+    return die ("--image and --size: give one of them");
+  }
+  guint8 *rgb = image_path ? rgb_file_load (image_path, &width, &height,
+      &error) : make_frame (width, height, 7);
+  if (!rgb) {
     int rc = die (error->message);
     g_error_free (error);
     mrcnn_model_free (model);
     return rc;
   }
 
-  guint8 *rgb = make_frame (width, height, 7);
+  MrcnnEngine *engine = mrcnn_engine_new (model, &options, &error);
+  if (!engine) {
+    int rc = die (error->message);
+    g_error_free (error);
+    g_free (rgb);
+    mrcnn_model_free (model);
+    return rc;
+  }
+
   MrcnnImage *images = g_new (MrcnnImage, batch);
   MrcnnResult *results = g_new (MrcnnResult, batch);
   for (int i = 0; i < batch; i++) {

@@ -1,7 +1,6 @@
 /* mrcnn-detect: runs Mask R-CNN on image files and prints one JSON object
  * per image with boxes, labels, scores and COCO RLE masks. */
 #include <errno.h>
-#include <gdk-pixbuf/gdk-pixbuf.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <stdio.h>
@@ -10,6 +9,7 @@
 #include <unistd.h>
 
 #include "engine-options.h"
+#include "rgb-file.h"
 
 static char *model_path;
 static char *config_path;
@@ -47,28 +47,6 @@ die (const char *message)
 {
   fprintf (stderr, "mrcnn-detect: %s\n", message);
   return 1;
-}
-
-/* Tightly packed 8-bit RGB copy of a decoded image. */
-static guint8 *
-load_rgb (const char *path, int *width, int *height, GError **error)
-{
-  GdkPixbuf *pixbuf = gdk_pixbuf_new_from_file (path, error);
-  if (!pixbuf)
-    return NULL;
-  int w = gdk_pixbuf_get_width (pixbuf), h = gdk_pixbuf_get_height (pixbuf);
-  int channels = gdk_pixbuf_get_n_channels (pixbuf);
-  int stride = gdk_pixbuf_get_rowstride (pixbuf);
-  const guint8 *src = gdk_pixbuf_read_pixels (pixbuf);
-  guint8 *rgb = g_malloc ((size_t) w * h * 3);
-  for (int y = 0; y < h; y++)
-    for (int x = 0; x < w; x++)
-      memcpy (rgb + ((size_t) y * w + x) * 3,
-          src + (size_t) y * stride + (size_t) x * channels, 3);
-  g_object_unref (pixbuf);
-  *width = w;
-  *height = h;
-  return rgb;
 }
 
 /* The engine writes each image's tensors into dump_dir, over the last
@@ -216,7 +194,7 @@ main (int argc, char **argv)
   mrcnn_result_init (&result);
   for (int i = 0; images[i] && rc == 0; i++) {
     int w = 0, h = 0;
-    guint8 *rgb = load_rgb (images[i], &w, &h, &error);
+    guint8 *rgb = rgb_file_load (images[i], &w, &h, &error);
     MrcnnImage image = { rgb, w, h, 3 * w };
     if (!rgb || !mrcnn_engine_detect (engine, &image, &result, &error)) {
       char *message = rgb ? g_strdup_printf ("%s: %s", images[i],
