@@ -56,11 +56,13 @@ cpu_conv2d_many (const MrcnnConv *conv, const float *in, int n, int h, int w,
   int K = C * conv->kernel * conv->kernel;
   size_t in_size = (size_t) C * h * w, plane = (size_t) oh * ow;
   size_t ld = (size_t) n * plane;
+#pragma omp parallel for
   for (int r = 0; r < n; r++)
     im2col_rows (in + r * in_size, C, h, w, conv, ow, 0, oh, col + r * plane,
         ld);
   dnnl_sgemm ('N', 'N', O, (dnnl_dim_t) ld, K, 1.0f, conv->weight, K, col,
       (dnnl_dim_t) ld, 0.0f, gemm_out, (dnnl_dim_t) ld);
+#pragma omp parallel for collapse(2)
   for (int r = 0; r < n; r++)
     for (int o = 0; o < O; o++) {
       const float *src = gemm_out + o * ld + r * plane;

@@ -11,6 +11,7 @@ cpu_box_head (CpuState *s)
   const MrcnnModel *m = s->model;
   int P = m->config.box_roi_size, n = s->n_proposals;
   size_t per_roi = (size_t) m->fpn_channels * P * P;
+#pragma omp parallel for schedule(dynamic, 8)
   for (int i = 0; i < n; i++)
     cpu_roi_pool (s, s->proposals + 4 * i, P, s->box_features + i * per_roi);
 
@@ -143,6 +144,7 @@ mask_chunk (CpuState *s, int first, int n)
   size_t plane = (size_t) P * P, ld = (size_t) n * plane;
   int cin = dc->in_channels, cout = dc->out_channels;
   float *x = s->mask_a, *y = s->mask_b;
+#pragma omp parallel for
   for (int r = 0; r < n; r++)
     cpu_roi_pool (s, s->det_boxes + 4 * (first + r), P,
         x + (size_t) r * m->fpn_channels * plane);
@@ -155,6 +157,7 @@ mask_chunk (CpuState *s, int first, int n)
 
   /* deconv 2x2 stride 2 as [4 Cout][Cin] x [Cin][n P P], then a pixel
    * shuffle with bias and ReLU into y = [n][Cout][2P][2P] */
+#pragma omp parallel for collapse(2)
   for (int r = 0; r < n; r++)
     for (int c = 0; c < cin; c++)
       memcpy (s->col + c * ld + r * plane, x + ((size_t) r * cin + c) * plane,
@@ -176,6 +179,7 @@ mask_chunk (CpuState *s, int first, int n)
       }
 
   /* logits of the detected class only, then sigmoid */
+#pragma omp parallel for
   for (int r = 0; r < n; r++) {
     int label = s->det_labels[first + r];
     const float *wl = m->mask_logits.weight + (size_t) label * cout;
