@@ -128,7 +128,7 @@ gst_mask_rcnn_backend_get_type (void)
   static GType type = 0;
   static const GEnumValue values[] = {
     { MRCNN_BACKEND_AUTO, "CUDA when a usable GPU exists, else CPU", "auto" },
-    { MRCNN_BACKEND_CPU, "CPU (OpenBLAS)", "cpu" },
+    { MRCNN_BACKEND_CPU, "CPU (oneDNN)", "cpu" },
     { MRCNN_BACKEND_CUDA, "CUDA GPU", "cuda" },
     { 0, NULL, NULL },
   };

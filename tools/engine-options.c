@@ -15,8 +15,8 @@ static const GOptionEntry engine_option_entries[] = {
   { "precision", 'p', 0, G_OPTION_ARG_STRING, &precision_name,
     "fp32 or fp16 (default fp32; fp16 needs the CUDA backend)", "NAME" },
   { "threads", 't', 0, G_OPTION_ARG_INT, &threads,
-    "CPU threads of the CPU backend's matrix products (default 0: "
-    "OpenBLAS's own count, OPENBLAS_NUM_THREADS or one per core)", "N" },
+    "CPU threads of the CPU backend (default 0: OpenMP's own count, "
+    "OMP_NUM_THREADS or one per core)", "N" },
   { NULL },
 };
 
@@ -53,7 +53,7 @@ engine_options_parse (GOptionContext *context, const GOptionEntry *entries,
   }
   if (threads < 0) {
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
-        "--threads must be 0 (OpenBLAS's own count) or more");
+        "--threads must be 0 (OpenMP's own count) or more");
     return FALSE;
   }
   options->device_id = device_id;

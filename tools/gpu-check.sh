@@ -122,7 +122,7 @@ EOF
   PYTHONDONTWRITEBYTECODE=1 "$python" "$repo/tests/python/test_cuda.py" \
     --detect "$dir/bin/mrcnn-detect" --prepare "$dir"
 
-  # compressed (65 MiB of libraries, OpenBLAS 35 of them); run unpacks them
+  # compressed (the libraries, oneDNN 40 MiB of them); run unpacks them
   tar -C "$dir" -czf "$dir/lib.tar.gz" lib
   rm -r "${dir:?}/lib"
 

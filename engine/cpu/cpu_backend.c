@@ -9,7 +9,7 @@
 
 typedef struct {
   size_t activation; /* largest backbone/FPN/RPN activation, floats */
-  size_t col;        /* im2col tile */
+  size_t col;        /* im2col tile of the heads' convolutions */
   size_t stage[4];
   size_t fpn[MRCNN_FPN_LEVELS];
   size_t anchors;
@@ -19,9 +19,7 @@ static void
 grow_conv (Sizes *z, const MrcnnConv *conv, int *h, int *w)
 {
   int oh = conv_out_size (*h, conv), ow = conv_out_size (*w, conv);
-  size_t k = (size_t) conv->in_channels * conv->kernel * conv->kernel;
   z->activation = MAX (z->activation, PADDED (conv->out_channels) * oh * ow);
-  z->col = MAX (z->col, k * MAX (oh, ow));
   *h = oh;
   *w = ow;
 }
@@ -68,12 +66,8 @@ plan (const MrcnnModel *m, Sizes *z)
       z->anchors += pool * m->num_anchors;
     }
   }
-  int P = m->config.mask_roi_size;
-  for (int j = 0; j < m->n_mask_layers; j++) {
-    int hh = P, ww = P;
-    grow_conv (z, &m->mask_layers[j], &hh, &ww);
-  }
-  z->col = MAX (z->col, (size_t) 4 << 20);
+  /* the heads run as many ROIs per GEMM as the tile holds */
+  z->col = (size_t) 4 << 20;
 }
 
 static void cpu_destroy (gpointer state);

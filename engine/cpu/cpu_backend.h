@@ -113,7 +113,7 @@ typedef struct {
   float *mask_probs;        /* [detection][2P][2P] */
   PasteBox *paste;          /* [detection] */
   int *det_source;          /* matterport: detection behind each result */
-  int threads;              /* OpenBLAS threads of a detection */
+  int threads;              /* OpenMP threads of a detection */
 } CpuState;
 
 static inline int

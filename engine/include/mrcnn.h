@@ -55,10 +55,10 @@ typedef struct {
   /* CUDA backend: the cudaStream_t every stage runs on, so that the
    * caller's own work orders with it; NULL: a stream of the engine's own. */
   void *cuda_stream;
-  /* CPU threads a detection's computations may use (OpenBLAS's GEMMs,
-   * which set the count for the whole process: each detection sets its
-   * own before it starts); 0: OpenBLAS's own count (OPENBLAS_NUM_THREADS,
-   * else one per core).  Ignored by the CUDA backend. */
+  /* CPU threads a detection's computations use (an OpenMP pool of the
+   * thread that calls the detection, oneDNN's and the engine's own loops);
+   * 0: OpenMP's own count (OMP_NUM_THREADS, else one per core).  Ignored
+   * by the CUDA backend. */
   int threads;
   /* Time each stage (mrcnn_engine_stage_times).  The engine then waits for
    * the device after every stage, so that the times do not overlap: for

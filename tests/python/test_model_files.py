@@ -271,7 +271,7 @@ def main():
                      f"{len(baseline) if baseline is not None else 'no'} detections")
         compare_runs(checks, "legacy key names", baseline,
                      run_image(checks, detect, "legacy key names", legacy, image_path), score_thresh, cap)
-        # one CPU thread: the same detections as OpenBLAS's own count
+        # one CPU thread: the same detections as OpenMP's own count
         one_thread = harness.detect_json(detect, ["--threads", "1", "--model", current,
                                                   image_path])[0]["detections"]
         checks.check("--threads 1: the default run's detections", one_thread == baseline,
