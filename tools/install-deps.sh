@@ -3,7 +3,7 @@
 set -euo pipefail
 
 packages=(meson ninja-build pkg-config gcc libglib2.0-dev libjson-glib-dev
-  libdnnl-dev libgdk-pixbuf-2.0-dev python3 python3-pip python3-numpy
+  libdnnl-dev libgdk-pixbuf-2.0-dev python3 python3-pip python3-venv python3-numpy
   python3-pil python3-torchvision libhdf5-dev python3-h5py python3-scipy
   python3-skimage
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
