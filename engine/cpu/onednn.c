@@ -35,6 +35,17 @@ prim_clear (CpuPrim *p)
   memset (p, 0, sizeof *p);
 }
 
+/* Attributes whose scratchpad the caller passes: the plan's shared one. */
+static dnnl_status_t
+user_scratchpad_attr (dnnl_primitive_attr_t *attr)
+{
+  dnnl_status_t st = dnnl_primitive_attr_create (attr);
+  if (st == dnnl_success)
+    st = dnnl_primitive_attr_set_scratchpad_mode (*attr,
+        dnnl_scratchpad_mode_user);
+  return st;
+}
+
 /* Memory objects for pd's source, destination and scratchpad (their data
  * set at each run), then the primitive. */
 static dnnl_status_t
@@ -55,6 +66,21 @@ prim_finish (CpuState *s, CpuPrim *p, const_dnnl_primitive_desc_t pd)
   }
   TRY (dnnl_primitive_create (&p->prim, pd));
 out:
+  return st;
+}
+
+/* prim_finish where the steps before succeeded (st), then frees the
+ * descriptor and attributes either way. */
+static dnnl_status_t
+finish_and_release (CpuState *s, CpuPrim *p, dnnl_status_t st,
+    dnnl_primitive_desc_t pd, dnnl_primitive_attr_t attr)
+{
+  if (st == dnnl_success)
+    st = prim_finish (s, p, pd);
+  if (pd)
+    dnnl_primitive_desc_destroy (pd);
+  if (attr)
+    dnnl_primitive_attr_destroy (attr);
   return st;
 }
 
@@ -114,9 +140,7 @@ make_conv (CpuState *s, CpuPrim *p, const MrcnnConv *conv, int n, int h,
           dnnl_format_tag_any));
   TRY (dnnl_memory_desc_init_by_tag (&bias_md, 1, bias_dims, dnnl_f32,
           dnnl_a));
-  TRY (dnnl_primitive_attr_create (&attr));
-  TRY (dnnl_primitive_attr_set_scratchpad_mode (attr,
-          dnnl_scratchpad_mode_user));
+  TRY (user_scratchpad_attr (&attr));
   TRY (dnnl_post_ops_create (&ops));
   if (sum)
     TRY (dnnl_post_ops_append_sum (ops, 1.0f));
@@ -183,17 +207,10 @@ make_maxpool (CpuState *s, CpuPrim *p, int c, int h, int w, int pad)
   TRY (dnnl_pooling_forward_desc_init (&desc, dnnl_forward_inference,
           dnnl_pooling_max, &src_md, &dst_md, strides, kernel, pad_l,
           pad_r));
-  TRY (dnnl_primitive_attr_create (&attr));
-  TRY (dnnl_primitive_attr_set_scratchpad_mode (attr,
-          dnnl_scratchpad_mode_user));
-  TRY (dnnl_primitive_desc_create (&pd, &desc, attr, s->dnnl, NULL));
-  TRY (prim_finish (s, p, pd));
+  TRY (user_scratchpad_attr (&attr));
+  st = dnnl_primitive_desc_create (&pd, &desc, attr, s->dnnl, NULL);
 out:
-  if (pd)
-    dnnl_primitive_desc_destroy (pd);
-  if (attr)
-    dnnl_primitive_attr_destroy (attr);
-  return st;
+  return finish_and_release (s, p, st, pd, attr);
 }
 
 /* c x h x w from the blocked layout to NCHW. */
@@ -209,18 +226,11 @@ make_to_nchw (CpuState *s, CpuPrim *p, int c, int h, int w)
           s->act_tag));
   TRY (dnnl_memory_desc_init_by_tag (&dst_md, 4, dims, dnnl_f32,
           dnnl_nchw));
-  TRY (dnnl_primitive_attr_create (&attr));
-  TRY (dnnl_primitive_attr_set_scratchpad_mode (attr,
-          dnnl_scratchpad_mode_user));
-  TRY (dnnl_reorder_primitive_desc_create (&pd, &src_md, s->dnnl, &dst_md,
-          s->dnnl, attr));
-  TRY (prim_finish (s, p, pd));
+  TRY (user_scratchpad_attr (&attr));
+  st = dnnl_reorder_primitive_desc_create (&pd, &src_md, s->dnnl, &dst_md,
+      s->dnnl, attr);
 out:
-  if (pd)
-    dnnl_primitive_desc_destroy (pd);
-  if (attr)
-    dnnl_primitive_attr_destroy (attr);
-  return st;
+  return finish_and_release (s, p, st, pd, attr);
 }
 
 /* nChw16c where a direct 3x3 convolution on it runs AVX-512 code, else
