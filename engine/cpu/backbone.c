@@ -27,8 +27,8 @@ resnet (CpuState *s)
 {
   const MrcnnModel *m = s->model;
   float **t = s->scratch;
-  cpu_prim_run (s, &s->stem_prim, s->input, t[0]);
-  cpu_prim_run (s, &s->pool_prim, t[0], t[1]);
+  cpu_prim_run (s, &s->plan->stem, s->input, t[0]);
+  cpu_prim_run (s, &s->plan->pool, t[0], t[1]);
 
   /* a stage's blocks all write its output, the first from the previous
    * stage's (or the pool's), the others in place */
@@ -39,7 +39,7 @@ resnet (CpuState *s)
   w = (w - 1) / 2 + 1;
   for (int L = 0; L < 4; L++) {
     for (int i = 0; i < m->n_blocks[L]; i++) {
-      bottleneck (s, &m->blocks[L][i], s->block_prims[L] + 4 * i, x, h, w,
+      bottleneck (s, &m->blocks[L][i], s->plan->blocks[L] + 4 * i, x, h, w,
           s->stage_out[L], t[2], t[3]);
       x = s->stage_out[L];
       h = s->stage_h[L];
@@ -53,14 +53,14 @@ fpn (CpuState *s)
 {
   const MrcnnModel *m = s->model;
   float *last = s->scratch[0], *next = s->scratch[1];
-  cpu_prim_run (s, &s->fpn_inner_prims[3], s->stage_out[3], last);
-  cpu_prim_run (s, &s->fpn_layer_prims[3], last, s->fpn_blocked[3]);
+  cpu_prim_run (s, &s->plan->fpn_inner[3], s->stage_out[3], last);
+  cpu_prim_run (s, &s->plan->fpn_layer[3], last, s->fpn_blocked[3]);
   for (int i = 2; i >= 0; i--) {
     /* lateral conv + bias added to the upsampled coarser map */
     cpu_upsample_nearest (next, m->fpn_channels, s->fpn_h[i], s->fpn_w[i],
         last, s->fpn_h[i + 1], s->fpn_w[i + 1], s->block);
-    cpu_prim_run (s, &s->fpn_inner_prims[i], s->stage_out[i], next);
-    cpu_prim_run (s, &s->fpn_layer_prims[i], next, s->fpn_blocked[i]);
+    cpu_prim_run (s, &s->plan->fpn_inner[i], s->stage_out[i], next);
+    cpu_prim_run (s, &s->plan->fpn_layer[i], next, s->fpn_blocked[i]);
     float *tmp = last;
     last = next;
     next = tmp;
@@ -78,7 +78,7 @@ fpn (CpuState *s)
             sizeof (float) * B);
 
   for (int l = 0; l < MRCNN_FPN_LEVELS; l++)
-    cpu_prim_run (s, &s->fpn_nchw_prims[l], s->fpn_blocked[l], s->fpn[l]);
+    cpu_prim_run (s, &s->plan->fpn_nchw[l], s->fpn_blocked[l], s->fpn[l]);
 }
 
 gboolean

@@ -25,6 +25,23 @@ typedef struct {
   dnnl_memory_t src, dst, weights, bias, scratch;
 } CpuPrim;
 
+/* Plans kept, for streams of a few frame sizes sharing an engine. */
+#define CPU_PLANS 4
+
+/* The oneDNN primitives for one padded input size and thread count. */
+typedef struct {
+  int height, width, threads; /* 0: unused */
+  guint64 last_used;
+  CpuPrim stem, pool;
+  CpuPrim *blocks[4];       /* [block][conv1, conv2, conv3, downsample] */
+  CpuPrim fpn_inner[4], fpn_layer[4];
+  CpuPrim fpn_nchw[MRCNN_FPN_LEVELS]; /* blocked P2..P6 to NCHW */
+  CpuPrim rpn[MRCNN_FPN_LEVELS][MRCNN_MAX_RPN_CONVS + 2]; /* convs, cls,
+                               bbox */
+  int stage_h[4], stage_w[4];
+  int fpn_h[MRCNN_FPN_LEVELS], fpn_w[MRCNN_FPN_LEVELS];
+} CpuPlan;
+
 typedef struct {
   const MrcnnModel *model;
   MrcnnGeometry geometry;
@@ -36,22 +53,20 @@ typedef struct {
   float *taps_lambda;
   double *taps_w0, *taps_w1; /* matterport: skimage weights of i0, i0 + 1 */
 
-  /* oneDNN: the engine, its stream and the primitives of the backbone, FPN
-   * and RPN head, made for plan_height x plan_width inputs and
-   * plan_threads threads (onednn.c) */
+  /* oneDNN: the engine, its stream, the plans (the primitives of the
+   * backbone, FPN and RPN head for a padded size, onednn.c) and the
+   * weights in the primitives' layouts, MrcnnConv -> GPtrArray of
+   * dnnl_memory_t, one per layout wanted */
   dnnl_engine_t dnnl;
   dnnl_stream_t stream;
   dnnl_format_tag_t act_tag; /* activations' layout: nChw8c or nChw16c */
   int block;                /* its channel block, 8 or 16 */
-  int plan_height, plan_width, plan_threads;
-  CpuPrim stem_prim, pool_prim;
-  CpuPrim *block_prims[4];  /* [block][conv1, conv2, conv3, downsample] */
-  CpuPrim fpn_inner_prims[4], fpn_layer_prims[4];
-  CpuPrim fpn_nchw_prims[MRCNN_FPN_LEVELS]; /* blocked P2..P6 to NCHW */
-  CpuPrim rpn_prims[MRCNN_FPN_LEVELS][MRCNN_MAX_RPN_CONVS + 2]; /* convs,
-                               cls, bbox */
+  CpuPlan plans[CPU_PLANS];
+  CpuPlan *plan;            /* this frame's */
+  guint64 plan_clock;
+  GHashTable *weights;
   void *dnnl_scratch;       /* every primitive's scratchpad */
-  size_t dnnl_scratch_size;
+  size_t dnnl_scratch_size, dnnl_scratch_allocated;
   dnnl_status_t run_status; /* first failed run since the last check */
 
   /* backbone and FPN; blocked unless said otherwise */
@@ -140,8 +155,9 @@ blocked_size (int c, size_t plane, int block)
 /* oneDNN's engine and stream, and the activation layout (at creation). */
 gboolean cpu_onednn_init (CpuState *s, GError **error);
 void cpu_onednn_destroy (CpuState *s);
-/* The primitives for s->geometry's padded size and s->threads, unless made
- * already; also sets stage_h/w and fpn_h/w. */
+/* s->plan: the plan for s->geometry's padded size and s->threads, made
+ * unless kept (the least recently used of CPU_PLANS makes way); also sets
+ * stage_h/w and fpn_h/w. */
 gboolean cpu_onednn_plan (CpuState *s, GError **error);
 /* Runs p from src into dst; a failure is kept for cpu_onednn_check. */
 void cpu_prim_run (CpuState *s, CpuPrim *p, const float *src, float *dst);

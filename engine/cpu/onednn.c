@@ -1,11 +1,14 @@
-/* oneDNN primitives of the backbone, the FPN and the RPN head.  They are
- * made for one padded input size (cpu_onednn_plan, when that size changes,
- * never per frame): convolutions with bias, ReLU and the residual add fused
- * as post-ops, the stem's max pool, and the reorders of the FPN maps to
- * NCHW.  Activations between them stay in the blocked layout of oneDNN's
- * direct convolutions on this CPU (nChw16c where it has AVX-512 kernels,
- * else nChw8c); weights are reordered to each primitive's own layout once.
- * Every primitive shares one scratchpad, sized for the largest.
+/* oneDNN primitives of the backbone, the FPN and the RPN head.  A plan
+ * holds them for one padded input size and thread count (cpu_onednn_plan:
+ * made at the first frame of that size, never per frame; the last
+ * CPU_PLANS are kept, so streams of a few sizes sharing an engine do not
+ * remake them): convolutions with bias, ReLU and the residual add fused as
+ * post-ops, the stem's max pool, and the reorders of the FPN maps to NCHW.
+ * Activations between them stay in the blocked layout of oneDNN's direct
+ * convolutions on this CPU (nChw16c where it has AVX-512 kernels, else
+ * nChw8c).  Weights are reordered into a primitive's layout once and shared
+ * by every plan that wants that layout (s->weights).  Every primitive
+ * shares one scratchpad, sized for the largest.
  *
  * 3x3 stride-1 convolutions (most of the network's arithmetic) use
  * Winograd F(4x4, 3x3) where oneDNN has it (AVX-512): 2.3 times fewer
@@ -23,12 +26,13 @@
       goto out; \
   } G_STMT_END
 
+/* (the weights are the engine's, in s->weights) */
 static void
 prim_clear (CpuPrim *p)
 {
   if (p->prim)
     dnnl_primitive_destroy (p->prim);
-  dnnl_memory_t mems[] = { p->src, p->dst, p->weights, p->bias, p->scratch };
+  dnnl_memory_t mems[] = { p->src, p->dst, p->bias, p->scratch };
   for (gsize i = 0; i < G_N_ELEMENTS (mems); i++)
     if (mems[i])
       dnnl_memory_destroy (mems[i]);
@@ -107,6 +111,57 @@ out:
   return st;
 }
 
+static void
+memory_destroy (gpointer memory)
+{
+  dnnl_memory_destroy (memory);
+}
+
+/* conv's weights in the layout `want`: the loader's OIHW array where that
+ * is the layout, else a copy reordered once, kept for every plan. */
+static dnnl_status_t
+layer_weights (CpuState *s, const MrcnnConv *conv,
+    const dnnl_memory_desc_t *want, dnnl_memory_t *weights)
+{
+  dnnl_status_t st;
+  dnnl_memory_t user_weights = NULL;
+  dnnl_memory_desc_t user_weight_md;
+  int k = conv->kernel;
+  dnnl_dims_t weight_dims = { conv->out_channels, conv->in_channels, k, k };
+  GPtrArray *kept = g_hash_table_lookup (s->weights, conv);
+  if (!kept) {
+    kept = g_ptr_array_new_with_free_func (memory_destroy);
+    g_hash_table_insert (s->weights, (gpointer) conv, kept);
+  }
+  for (guint i = 0; i < kept->len; i++) {
+    const dnnl_memory_desc_t *md;
+    TRY (dnnl_memory_get_memory_desc (kept->pdata[i], &md));
+    if (dnnl_memory_desc_equal (md, want)) {
+      *weights = kept->pdata[i];
+      return dnnl_success;
+    }
+  }
+  TRY (dnnl_memory_desc_init_by_tag (&user_weight_md, 4, weight_dims,
+          dnnl_f32, dnnl_oihw));
+  TRY (dnnl_memory_create (&user_weights, &user_weight_md, s->dnnl,
+          conv->weight));
+  if (dnnl_memory_desc_equal (want, &user_weight_md)) {
+    *weights = g_steal_pointer (&user_weights);
+  } else {
+    TRY (dnnl_memory_create (weights, want, s->dnnl, DNNL_MEMORY_ALLOCATE));
+    st = reorder_now (s, user_weights, *weights);
+    if (st != dnnl_success) {
+      dnnl_memory_destroy (*weights);
+      goto out;
+    }
+  }
+  g_ptr_array_add (kept, *weights);
+out:
+  if (user_weights)
+    dnnl_memory_destroy (user_weights);
+  return st;
+}
+
 /* act(conv(src) + bias [+ dst]) of n images of h x w, from src_tag to
  * dst_tag. */
 static dnnl_status_t
@@ -118,7 +173,6 @@ make_conv (CpuState *s, CpuPrim *p, const MrcnnConv *conv, int n, int h,
   dnnl_primitive_attr_t attr = NULL;
   dnnl_post_ops_t ops = NULL;
   dnnl_primitive_desc_t pd = NULL;
-  dnnl_memory_t user_weights = NULL;
   int k = conv->kernel;
   dnnl_dims_t src_dims = { n, conv->in_channels, h, w };
   dnnl_dims_t dst_dims = { n, conv->out_channels, conv_out_size (h, conv),
@@ -128,7 +182,7 @@ make_conv (CpuState *s, CpuPrim *p, const MrcnnConv *conv, int n, int h,
   /* symmetric padding: oneDNN's output size rounds down as torch's does */
   dnnl_dims_t strides = { conv->stride, conv->stride };
   dnnl_dims_t pad = { conv->pad, conv->pad };
-  dnnl_memory_desc_t src_md, dst_md, weight_md, bias_md, user_weight_md;
+  dnnl_memory_desc_t src_md, dst_md, weight_md, bias_md;
   dnnl_convolution_desc_t desc;
   gboolean winograd = k == 3 && conv->stride == 1;
 
@@ -159,23 +213,9 @@ make_conv (CpuState *s, CpuPrim *p, const MrcnnConv *conv, int n, int h,
   TRY (prim_finish (s, p, pd));
 
   TRY (dnnl_memory_create (&p->bias, &bias_md, s->dnnl, conv->bias));
-  /* the loader's OIHW weights, or a copy in the primitive's layout */
-  const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md (pd,
-      dnnl_query_weights_md, 0);
-  TRY (dnnl_memory_desc_init_by_tag (&user_weight_md, 4, weight_dims,
-          dnnl_f32, dnnl_oihw));
-  TRY (dnnl_memory_create (&user_weights, &user_weight_md, s->dnnl,
-          conv->weight));
-  if (dnnl_memory_desc_equal (want, &user_weight_md)) {
-    p->weights = g_steal_pointer (&user_weights);
-  } else {
-    TRY (dnnl_memory_create (&p->weights, want, s->dnnl,
-            DNNL_MEMORY_ALLOCATE));
-    TRY (reorder_now (s, user_weights, p->weights));
-  }
+  TRY (layer_weights (s, conv, dnnl_primitive_desc_query_md (pd,
+              dnnl_query_weights_md, 0), &p->weights));
 out:
-  if (user_weights)
-    dnnl_memory_destroy (user_weights);
   if (pd)
     dnnl_primitive_desc_destroy (pd);
   if (ops)
@@ -268,36 +308,36 @@ out:
 }
 
 static void
-clear_plan (CpuState *s)
+clear_plan (const MrcnnModel *m, CpuPlan *plan)
 {
-  const MrcnnModel *m = s->model;
-  prim_clear (&s->stem_prim);
-  prim_clear (&s->pool_prim);
-  for (int L = 0; L < 4; L++)
-    for (int i = 0; s->block_prims[L] && i < 4 * m->n_blocks[L]; i++)
-      prim_clear (&s->block_prims[L][i]);
+  prim_clear (&plan->stem);
+  prim_clear (&plan->pool);
+  for (int L = 0; L < 4; L++) {
+    for (int i = 0; plan->blocks[L] && i < 4 * m->n_blocks[L]; i++)
+      prim_clear (&plan->blocks[L][i]);
+    g_clear_pointer (&plan->blocks[L], g_free);
+  }
   for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
     if (l < 4) {
-      prim_clear (&s->fpn_inner_prims[l]);
-      prim_clear (&s->fpn_layer_prims[l]);
+      prim_clear (&plan->fpn_inner[l]);
+      prim_clear (&plan->fpn_layer[l]);
     }
-    prim_clear (&s->fpn_nchw_prims[l]);
+    prim_clear (&plan->fpn_nchw[l]);
     for (int j = 0; j < MRCNN_MAX_RPN_CONVS + 2; j++)
-      prim_clear (&s->rpn_prims[l][j]);
+      prim_clear (&plan->rpn[l][j]);
   }
-  s->plan_height = s->plan_width = s->plan_threads = 0;
+  memset (plan, 0, sizeof *plan);
 }
 
 gboolean
 cpu_onednn_init (CpuState *s, GError **error)
 {
-  const MrcnnModel *m = s->model;
   dnnl_status_t st;
+  s->weights = g_hash_table_new_full (NULL, NULL, NULL,
+      (GDestroyNotify) g_ptr_array_unref);
   TRY (dnnl_engine_create (&s->dnnl, dnnl_cpu, 0));
   TRY (dnnl_stream_create (&s->stream, s->dnnl, dnnl_stream_default_flags));
   TRY (choose_layout (s));
-  for (int L = 0; L < 4; L++)
-    s->block_prims[L] = g_new0 (CpuPrim, 4 * (size_t) m->n_blocks[L]);
 out:
   if (st != dnnl_success)
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_BACKEND,
@@ -308,9 +348,9 @@ out:
 void
 cpu_onednn_destroy (CpuState *s)
 {
-  clear_plan (s);
-  for (int L = 0; L < 4; L++)
-    g_free (s->block_prims[L]);
+  for (int i = 0; i < CPU_PLANS; i++)
+    clear_plan (s->model, &s->plans[i]);
+  g_clear_pointer (&s->weights, g_hash_table_unref);
   g_free (s->dnnl_scratch);
   if (s->stream)
     dnnl_stream_destroy (s->stream);
@@ -318,24 +358,20 @@ cpu_onednn_destroy (CpuState *s)
     dnnl_engine_destroy (s->dnnl);
 }
 
-gboolean
-cpu_onednn_plan (CpuState *s, GError **error)
+/* Makes the primitives of plan for s->geometry's padded size. */
+static gboolean
+make_plan (CpuState *s, CpuPlan *plan, GError **error)
 {
   const MrcnnModel *m = s->model;
   const MrcnnGeometry *g = &s->geometry;
-  if (s->plan_height == g->padded_height && s->plan_width == g->padded_width
-      && s->plan_threads == s->threads)
-    return TRUE;
-  clear_plan (s);
-  /* oneDNN splits a primitive's work for the thread count it was made with */
-  omp_set_num_threads (s->threads);
-  s->dnnl_scratch_size = 0;
   dnnl_status_t st;
   dnnl_format_tag_t act = s->act_tag;
   const char *what = "stem";
   int h = g->padded_height, w = g->padded_width;
-  TRY (make_conv (s, &s->stem_prim, &m->stem, 1, h, w, dnnl_nchw, act,
-          FALSE, TRUE));
+  for (int L = 0; L < 4; L++)
+    plan->blocks[L] = g_new0 (CpuPrim, 4 * (size_t) m->n_blocks[L]);
+  TRY (make_conv (s, &plan->stem, &m->stem, 1, h, w, dnnl_nchw, act, FALSE,
+          TRUE));
   h = conv_out_size (h, &m->stem);
   w = conv_out_size (w, &m->stem);
   int ph = (h - 1) / 2 + 1, pw = (w - 1) / 2 + 1;
@@ -344,7 +380,7 @@ cpu_onednn_plan (CpuState *s, GError **error)
   int pad = m->config.variant == MRCNN_VARIANT_MATTERPORT
       ? MAX (2 * (ph - 1) + 3 - h, 0) / 2 : 1;
   what = "max pool";
-  TRY (make_maxpool (s, &s->pool_prim, m->stem.out_channels, h, w, pad));
+  TRY (make_maxpool (s, &plan->pool, m->stem.out_channels, h, w, pad));
   h = ph;
   w = pw;
 
@@ -352,7 +388,7 @@ cpu_onednn_plan (CpuState *s, GError **error)
   for (int L = 0; L < 4; L++) {
     for (int i = 0; i < m->n_blocks[L]; i++) {
       const MrcnnBottleneck *b = &m->blocks[L][i];
-      CpuPrim *p = s->block_prims[L] + 4 * i;
+      CpuPrim *p = plan->blocks[L] + 4 * i;
       TRY (make_conv (s, &p[0], &b->conv1, 1, h, w, act, act, FALSE, TRUE));
       int h1 = conv_out_size (h, &b->conv1), w1 = conv_out_size (w,
           &b->conv1);
@@ -367,31 +403,31 @@ cpu_onednn_plan (CpuState *s, GError **error)
       h = h2;
       w = w2;
     }
-    s->stage_h[L] = h;
-    s->stage_w[L] = w;
+    plan->stage_h[L] = h;
+    plan->stage_w[L] = w;
   }
 
   what = "FPN";
   for (int L = 0; L < 4; L++) {
-    h = s->stage_h[L];
-    w = s->stage_w[L];
+    h = plan->stage_h[L];
+    w = plan->stage_w[L];
     /* the top-down path's upsampled map is in dst before the lateral conv */
-    TRY (make_conv (s, &s->fpn_inner_prims[L], &m->fpn_inner[L], 1, h, w,
-            act, act, L < 3, FALSE));
-    TRY (make_conv (s, &s->fpn_layer_prims[L], &m->fpn_layer[L], 1, h, w,
-            act, act, FALSE, FALSE));
-    s->fpn_h[L] = h;
-    s->fpn_w[L] = w;
+    TRY (make_conv (s, &plan->fpn_inner[L], &m->fpn_inner[L], 1, h, w, act,
+            act, L < 3, FALSE));
+    TRY (make_conv (s, &plan->fpn_layer[L], &m->fpn_layer[L], 1, h, w, act,
+            act, FALSE, FALSE));
+    plan->fpn_h[L] = h;
+    plan->fpn_w[L] = w;
   }
-  s->fpn_h[4] = (s->fpn_h[3] + 1) / 2;
-  s->fpn_w[4] = (s->fpn_w[3] + 1) / 2;
+  plan->fpn_h[4] = (plan->fpn_h[3] + 1) / 2;
+  plan->fpn_w[4] = (plan->fpn_w[3] + 1) / 2;
 
   what = "RPN head";
   for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
-    h = s->fpn_h[l];
-    w = s->fpn_w[l];
-    TRY (make_to_nchw (s, &s->fpn_nchw_prims[l], m->fpn_channels, h, w));
-    CpuPrim *p = s->rpn_prims[l];
+    h = plan->fpn_h[l];
+    w = plan->fpn_w[l];
+    TRY (make_to_nchw (s, &plan->fpn_nchw[l], m->fpn_channels, h, w));
+    CpuPrim *p = plan->rpn[l];
     for (int j = 0; j < m->n_rpn_convs; j++)
       TRY (make_conv (s, &p[j], &m->rpn_convs[j], 1, h, w, act, act, FALSE,
               TRUE));
@@ -402,21 +438,57 @@ cpu_onednn_plan (CpuState *s, GError **error)
   }
 
   what = "scratchpad";
-  g_free (s->dnnl_scratch);
-  s->dnnl_scratch = g_try_malloc (MAX (s->dnnl_scratch_size, 1));
-  if (!s->dnnl_scratch)
-    st = dnnl_out_of_memory;
+  if (s->dnnl_scratch_size > s->dnnl_scratch_allocated) {
+    g_free (s->dnnl_scratch);
+    s->dnnl_scratch = g_try_malloc (s->dnnl_scratch_size);
+    s->dnnl_scratch_allocated = s->dnnl_scratch ? s->dnnl_scratch_size : 0;
+    if (!s->dnnl_scratch)
+      st = dnnl_out_of_memory;
+  }
 out:
   if (st != dnnl_success) {
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_BACKEND,
         "oneDNN cannot run the %s on %dx%d inputs: %s", what,
         g->padded_width, g->padded_height, dnnl_status2str (st));
-    clear_plan (s);
+    clear_plan (m, plan);
     return FALSE;
   }
-  s->plan_height = g->padded_height;
-  s->plan_width = g->padded_width;
-  s->plan_threads = s->threads;
+  plan->height = g->padded_height;
+  plan->width = g->padded_width;
+  plan->threads = s->threads;
+  return TRUE;
+}
+
+gboolean
+cpu_onednn_plan (CpuState *s, GError **error)
+{
+  const MrcnnGeometry *g = &s->geometry;
+  CpuPlan *plan = NULL, *oldest = &s->plans[0];
+  for (int i = 0; i < CPU_PLANS && !plan; i++) {
+    CpuPlan *p = &s->plans[i];
+    if (p->height == g->padded_height && p->width == g->padded_width
+        && p->threads == s->threads)
+      plan = p;
+    else if (p->last_used < oldest->last_used)
+      oldest = p;
+  }
+  if (!plan) {
+    plan = oldest;
+    clear_plan (s->model, plan);
+    /* oneDNN splits a primitive's work for the thread count it was made
+     * with */
+    omp_set_num_threads (s->threads);
+    if (!make_plan (s, plan, error)) {
+      s->plan = NULL;
+      return FALSE;
+    }
+  }
+  plan->last_used = ++s->plan_clock;
+  s->plan = plan;
+  memcpy (s->stage_h, plan->stage_h, sizeof s->stage_h);
+  memcpy (s->stage_w, plan->stage_w, sizeof s->stage_w);
+  memcpy (s->fpn_h, plan->fpn_h, sizeof s->fpn_h);
+  memcpy (s->fpn_w, plan->fpn_w, sizeof s->fpn_w);
   return TRUE;
 }
 

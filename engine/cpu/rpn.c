@@ -17,11 +17,11 @@ cpu_rpn_head (CpuState *s, GError **error)
     const float *hidden = s->fpn_blocked[l];
     for (int j = 0; j < n; j++) {
       float *out = s->scratch[j % 2 ? 3 : 0];
-      cpu_prim_run (s, &s->rpn_prims[l][j], hidden, out);
+      cpu_prim_run (s, &s->plan->rpn[l][j], hidden, out);
       hidden = out;
     }
-    cpu_prim_run (s, &s->rpn_prims[l][n], hidden, logits);
-    cpu_prim_run (s, &s->rpn_prims[l][n + 1], hidden, deltas);
+    cpu_prim_run (s, &s->plan->rpn[l][n], hidden, logits);
+    cpu_prim_run (s, &s->plan->rpn[l][n + 1], hidden, deltas);
     s->level_start[l] = start;
     /* NHWC order: anchor a of a cell has logit a (matterport: 2a for the
      * background, 2a + 1 for the foreground) and deltas 4a .. 4a + 3 */

@@ -276,6 +276,23 @@ def main():
                                                   image_path])[0]["detections"]
         checks.check("--threads 1: the default run's detections", one_thread == baseline,
                      f"{len(one_thread)} detections, identical: {one_thread == baseline}")
+        # frames of five padded sizes through one engine, two rounds (the CPU
+        # backend keeps the primitives of four sizes): each frame's results
+        # are those of a process that saw only it
+        sizes = [(240, 320), (320, 240), (200, 400), (400, 200), (300, 300)]
+        paths = []
+        for k, (h, w) in enumerate(sizes):
+            paths.append(scratch / f"size-{h}x{w}.png")
+            harness.save_png(models.synthetic_image(h, w, 20 + k), paths[-1])
+        order = paths + paths[:3]
+        together = harness.detect_json(detect, ["--model", current, *order])
+        alone = {path: harness.detect_json(detect, ["--model", current, path])[0]["detections"]
+                 for path in paths}
+        differing = [path.stem for path, out in zip(order, together) if out["detections"] != alone[path]]
+        checks.check("frames of five sizes on one engine: each as alone", len(together) == len(order)
+                     and not differing and all(len(d) >= 1 for d in alone.values()),
+                     f"{len(together)} results, {sum(len(d) for d in alone.values())} detections alone, "
+                     f"differing: {differing or 'none'}")
 
         # Half-precision files: converted on load, so they must match an F32
         # file holding the same rounded values.
