@@ -11,6 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash tools/install-deps.sh
+# OpenMP threads (the CPU backend's) wait passively: with its default
+# spinning, a detection sharing the cores with other busy processes (tests
+# run two at a time) takes many times longer
+export OMP_WAIT_POLICY=passive
 # nvcc for the CUDA backend (built wherever the toolkit is; its GPU tests
 # skip where no GPU is present)
 [ -x /usr/local/cuda/bin/nvcc ] && export PATH=$PATH:/usr/local/cuda/bin
