@@ -33,10 +33,7 @@ resnet (CpuState *s)
   /* a stage's blocks all write its output, the first from the previous
    * stage's (or the pool's), the others in place */
   const float *x = t[1];
-  int h = conv_out_size (s->geometry.padded_height, &m->stem);
-  int w = conv_out_size (s->geometry.padded_width, &m->stem);
-  h = (h - 1) / 2 + 1;
-  w = (w - 1) / 2 + 1;
+  int h = s->plan->pool_h, w = s->plan->pool_w;
   for (int L = 0; L < 4; L++) {
     for (int i = 0; i < m->n_blocks[L]; i++) {
       bottleneck (s, &m->blocks[L][i], s->plan->blocks[L] + 4 * i, x, h, w,

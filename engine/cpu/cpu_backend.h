@@ -38,6 +38,7 @@ typedef struct {
   CpuPrim fpn_nchw[MRCNN_FPN_LEVELS]; /* blocked P2..P6 to NCHW */
   CpuPrim rpn[MRCNN_FPN_LEVELS][MRCNN_MAX_RPN_CONVS + 2]; /* convs, cls,
                                bbox */
+  int pool_h, pool_w;        /* the stem's max pool output, C1 */
   int stage_h[4], stage_w[4];
   int fpn_h[MRCNN_FPN_LEVELS], fpn_w[MRCNN_FPN_LEVELS];
 } CpuPlan;

@@ -162,11 +162,11 @@ out:
   return st;
 }
 
-/* act(conv(src) + bias [+ dst]) of n images of h x w, from src_tag to
+/* act(conv(src) + bias [+ dst]) of one h x w image, from src_tag to
  * dst_tag. */
 static dnnl_status_t
-make_conv (CpuState *s, CpuPrim *p, const MrcnnConv *conv, int n, int h,
-    int w, dnnl_format_tag_t src_tag, dnnl_format_tag_t dst_tag,
+make_conv (CpuState *s, CpuPrim *p, const MrcnnConv *conv, int h, int w,
+    dnnl_format_tag_t src_tag, dnnl_format_tag_t dst_tag,
     gboolean sum, gboolean relu)
 {
   dnnl_status_t st;
@@ -174,8 +174,8 @@ make_conv (CpuState *s, CpuPrim *p, const MrcnnConv *conv, int n, int h,
   dnnl_post_ops_t ops = NULL;
   dnnl_primitive_desc_t pd = NULL;
   int k = conv->kernel;
-  dnnl_dims_t src_dims = { n, conv->in_channels, h, w };
-  dnnl_dims_t dst_dims = { n, conv->out_channels, conv_out_size (h, conv),
+  dnnl_dims_t src_dims = { 1, conv->in_channels, h, w };
+  dnnl_dims_t dst_dims = { 1, conv->out_channels, conv_out_size (h, conv),
     conv_out_size (w, conv) };
   dnnl_dims_t weight_dims = { conv->out_channels, conv->in_channels, k, k };
   dnnl_dims_t bias_dims = { conv->out_channels };
@@ -370,7 +370,7 @@ make_plan (CpuState *s, CpuPlan *plan, GError **error)
   int h = g->padded_height, w = g->padded_width;
   for (int L = 0; L < 4; L++)
     plan->blocks[L] = g_new0 (CpuPrim, 4 * (size_t) m->n_blocks[L]);
-  TRY (make_conv (s, &plan->stem, &m->stem, 1, h, w, dnnl_nchw, act, FALSE,
+  TRY (make_conv (s, &plan->stem, &m->stem, h, w, dnnl_nchw, act, FALSE,
           TRUE));
   h = conv_out_size (h, &m->stem);
   w = conv_out_size (w, &m->stem);
@@ -381,24 +381,24 @@ make_plan (CpuState *s, CpuPlan *plan, GError **error)
       ? MAX (2 * (ph - 1) + 3 - h, 0) / 2 : 1;
   what = "max pool";
   TRY (make_maxpool (s, &plan->pool, m->stem.out_channels, h, w, pad));
-  h = ph;
-  w = pw;
+  h = plan->pool_h = ph;
+  w = plan->pool_w = pw;
 
   what = "ResNet";
   for (int L = 0; L < 4; L++) {
     for (int i = 0; i < m->n_blocks[L]; i++) {
       const MrcnnBottleneck *b = &m->blocks[L][i];
       CpuPrim *p = plan->blocks[L] + 4 * i;
-      TRY (make_conv (s, &p[0], &b->conv1, 1, h, w, act, act, FALSE, TRUE));
+      TRY (make_conv (s, &p[0], &b->conv1, h, w, act, act, FALSE, TRUE));
       int h1 = conv_out_size (h, &b->conv1), w1 = conv_out_size (w,
           &b->conv1);
-      TRY (make_conv (s, &p[1], &b->conv2, 1, h1, w1, act, act, FALSE,
+      TRY (make_conv (s, &p[1], &b->conv2, h1, w1, act, act, FALSE,
               TRUE));
       int h2 = conv_out_size (h1, &b->conv2), w2 = conv_out_size (w1,
           &b->conv2);
-      TRY (make_conv (s, &p[2], &b->conv3, 1, h2, w2, act, act, TRUE, TRUE));
+      TRY (make_conv (s, &p[2], &b->conv3, h2, w2, act, act, TRUE, TRUE));
       if (b->has_downsample)
-        TRY (make_conv (s, &p[3], &b->downsample, 1, h, w, act, act, FALSE,
+        TRY (make_conv (s, &p[3], &b->downsample, h, w, act, act, FALSE,
                 FALSE));
       h = h2;
       w = w2;
@@ -412,9 +412,9 @@ make_plan (CpuState *s, CpuPlan *plan, GError **error)
     h = plan->stage_h[L];
     w = plan->stage_w[L];
     /* the top-down path's upsampled map is in dst before the lateral conv */
-    TRY (make_conv (s, &plan->fpn_inner[L], &m->fpn_inner[L], 1, h, w, act,
+    TRY (make_conv (s, &plan->fpn_inner[L], &m->fpn_inner[L], h, w, act,
             act, L < 3, FALSE));
-    TRY (make_conv (s, &plan->fpn_layer[L], &m->fpn_layer[L], 1, h, w, act,
+    TRY (make_conv (s, &plan->fpn_layer[L], &m->fpn_layer[L], h, w, act,
             act, FALSE, FALSE));
     plan->fpn_h[L] = h;
     plan->fpn_w[L] = w;
@@ -429,11 +429,11 @@ make_plan (CpuState *s, CpuPlan *plan, GError **error)
     TRY (make_to_nchw (s, &plan->fpn_nchw[l], m->fpn_channels, h, w));
     CpuPrim *p = plan->rpn[l];
     for (int j = 0; j < m->n_rpn_convs; j++)
-      TRY (make_conv (s, &p[j], &m->rpn_convs[j], 1, h, w, act, act, FALSE,
+      TRY (make_conv (s, &p[j], &m->rpn_convs[j], h, w, act, act, FALSE,
               TRUE));
-    TRY (make_conv (s, &p[m->n_rpn_convs], &m->rpn_cls, 1, h, w, act, act,
+    TRY (make_conv (s, &p[m->n_rpn_convs], &m->rpn_cls, h, w, act, act,
             FALSE, FALSE));
-    TRY (make_conv (s, &p[m->n_rpn_convs + 1], &m->rpn_bbox, 1, h, w, act,
+    TRY (make_conv (s, &p[m->n_rpn_convs + 1], &m->rpn_bbox, h, w, act,
             act, FALSE, FALSE));
   }
 
