@@ -13,6 +13,7 @@ struct _MrcnnEngine {
   gpointer state;
   MrcnnThresholds thresholds;
   uint8_t *keep_class; /* thresholds.keep_class when a filter is set */
+  uint8_t *frame_keep_class; /* a batch frame's filter, made once */
   char *dump_dir;
   gboolean time_stages;
   double stage_ms[MRCNN_N_STAGES];
@@ -48,11 +49,12 @@ mrcnn_options_init (MrcnnOptions *o)
   };
 }
 
-gboolean
-mrcnn_engine_set_thresholds (MrcnnEngine *e, float score, float nms,
-    int max_detections, float mask, GError **error)
+/* The thresholds asked for, negative ones replaced by the model's; the
+ * class filter is left as it is. */
+static gboolean
+resolve_thresholds (const MrcnnConfig *c, float score, float nms,
+    int max_detections, float mask, MrcnnThresholds *t, GError **error)
 {
-  const MrcnnConfig *c = &e->model->config;
   if (score > 1 || nms > 1 || mask > 1 || isnan (score) || isnan (nms)
       || isnan (mask) || max_detections > MRCNN_MAX_DETECTIONS) {
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
@@ -60,12 +62,31 @@ mrcnn_engine_set_thresholds (MrcnnEngine *e, float score, float nms,
         "(negative: the model's own value)", MRCNN_MAX_DETECTIONS);
     return FALSE;
   }
-  e->thresholds.score = score >= 0 ? score : c->box_score_thresh;
-  e->thresholds.nms = nms >= 0 ? nms : c->box_nms_thresh;
-  e->thresholds.max_detections = max_detections >= 0 ? max_detections
+  t->score = score >= 0 ? score : c->box_score_thresh;
+  t->nms = nms >= 0 ? nms : c->box_nms_thresh;
+  t->max_detections = max_detections >= 0 ? max_detections
       : c->box_detections_per_img;
-  e->thresholds.mask = mask >= 0 ? mask : c->mask_threshold;
+  t->mask = mask >= 0 ? mask : c->mask_threshold;
   return TRUE;
+}
+
+gboolean
+mrcnn_engine_set_thresholds (MrcnnEngine *e, float score, float nms,
+    int max_detections, float mask, GError **error)
+{
+  return resolve_thresholds (&e->model->config, score, nms, max_detections,
+      mask, &e->thresholds, error);
+}
+
+void
+mrcnn_frame_settings_init (MrcnnFrameSettings *s)
+{
+  *s = (MrcnnFrameSettings) {
+    .score_threshold = -1,
+    .nms_threshold = -1,
+    .max_detections = -1,
+    .mask_threshold = -1,
+  };
 }
 
 void
@@ -163,6 +184,7 @@ mrcnn_engine_free (MrcnnEngine *e)
     return;
   e->backend->destroy (e->state);
   g_free (e->keep_class);
+  g_free (e->frame_keep_class);
   g_free (e->dump_dir);
   g_free (e);
 }
@@ -249,7 +271,8 @@ timed (MrcnnEngine *e, MrcnnStage stage, gboolean ok, gint64 *clock,
 
 static gboolean
 run_stages (MrcnnEngine *e, const MrcnnImage *image,
-    const MrcnnGeometry *geometry, MrcnnResult *result, GError **error)
+    const MrcnnGeometry *geometry, const MrcnnThresholds *thresholds,
+    MrcnnResult *result, GError **error)
 {
   const MrcnnBackend *b = e->backend;
   gpointer s = e->state;
@@ -259,11 +282,11 @@ run_stages (MrcnnEngine *e, const MrcnnImage *image,
       && timed (e, MRCNN_STAGE_BACKBONE, b->backbone (s, error), &clock, error)
       && timed (e, MRCNN_STAGE_PROPOSALS, b->proposals (s, error), &clock,
       error)
-      && timed (e, MRCNN_STAGE_DETECT, b->detect (s, &e->thresholds, error),
+      && timed (e, MRCNN_STAGE_DETECT, b->detect (s, thresholds, error),
       &clock, error)
       && timed (e, MRCNN_STAGE_MASKS, b->masks (s, error), &clock, error)
       && timed (e, MRCNN_STAGE_PASTE,
-      b->paste (s, &e->thresholds, result, error), &clock, error);
+      b->paste (s, thresholds, result, error), &clock, error);
 }
 
 gboolean
@@ -282,21 +305,9 @@ mrcnn_engine_device_memory (const MrcnnEngine *e)
       : 0;
 }
 
-gboolean
-mrcnn_engine_detect_batch (MrcnnEngine *e, const MrcnnImage *images, int n,
-    MrcnnResult *results, GError **error)
-{
-  for (int i = 0; i < n; i++)
-    if (!mrcnn_engine_detect (e, &images[i], &results[i], error)) {
-      g_prefix_error (error, "frame %d of %d: ", i, n);
-      return FALSE;
-    }
-  return TRUE;
-}
-
-gboolean
-mrcnn_engine_detect (MrcnnEngine *e, const MrcnnImage *image,
-    MrcnnResult *result, GError **error)
+static gboolean
+detect_one (MrcnnEngine *e, const MrcnnImage *image,
+    const MrcnnThresholds *thresholds, MrcnnResult *result, GError **error)
 {
   if (!image->data || image->stride < 3 * image->width) {
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
@@ -311,12 +322,62 @@ mrcnn_engine_detect (MrcnnEngine *e, const MrcnnImage *image,
   result->image_width = image->width;
   result->image_height = image->height;
   result->n_detections = 0;
-  if (!run_stages (e, image, &geometry, result, error))
+  if (!run_stages (e, image, &geometry, thresholds, result, error))
     return FALSE;
   for (int i = 0; i < result->n_detections; i++)
     result->detections[i].label =
         e->model->class_names[result->detections[i].label_id];
   return e->dump_dir ? dump (e, error) : TRUE;
+}
+
+gboolean
+mrcnn_engine_detect (MrcnnEngine *e, const MrcnnImage *image,
+    MrcnnResult *result, GError **error)
+{
+  return detect_one (e, image, &e->thresholds, result, error);
+}
+
+/* A frame's settings as the stages take them; the class filter is copied
+ * into the engine's one buffer for it (valid until the next frame). */
+static gboolean
+frame_thresholds (MrcnnEngine *e, const MrcnnFrameSettings *f,
+    MrcnnThresholds *t, GError **error)
+{
+  if (!resolve_thresholds (&e->model->config, f->score_threshold,
+          f->nms_threshold, f->max_detections, f->mask_threshold, t, error))
+    return FALSE;
+  t->keep_class = NULL;
+  if (f->keep_class) {
+    int n = e->model->num_classes;
+    if (!e->frame_keep_class)
+      e->frame_keep_class = g_new (uint8_t, n);
+    for (int i = 0; i < n; i++)
+      e->frame_keep_class[i] = f->keep_class[i] != FALSE;
+    t->keep_class = e->frame_keep_class;
+  }
+  return TRUE;
+}
+
+int
+mrcnn_engine_detect_batch (MrcnnEngine *e, const MrcnnImage *images,
+    const MrcnnFrameSettings *settings, int n, MrcnnResult *results,
+    GError **error)
+{
+  for (int i = 0; i < n; i++) {
+    MrcnnThresholds frame;
+    const MrcnnThresholds *t = &e->thresholds;
+    if (settings && !frame_thresholds (e, &settings[i], &frame, error)) {
+      g_prefix_error (error, "frame %d of %d: ", i, n);
+      return i;
+    }
+    if (settings)
+      t = &frame;
+    if (!detect_one (e, &images[i], t, &results[i], error)) {
+      g_prefix_error (error, "frame %d of %d: ", i, n);
+      return i;
+    }
+  }
+  return n;
 }
 
 void

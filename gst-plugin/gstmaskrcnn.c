@@ -60,11 +60,14 @@
  * of an earlier epoch are never attached, so none cross those boundaries.
  *
  * Elements naming one engine-id share an analyzer: the table of them is
- * under shared_lock (taken alone), and their workers run its engine one
- * frame at a time, each in its turn (analyzer_take_turn: first come, first
- * served, so that no stream waits while another runs frame after frame).
- * A turn may be held when the object lock is taken, never the reverse;
- * run_lock itself is held only to take or end a turn. */
+ * under shared_lock (taken alone).  Workers hand their frames to the
+ * analyzer (analyzer_run): the frames wait in its queue, oldest first, and
+ * a worker whose frame waits runs the next batch when none runs, the queue
+ * holds batch-size frames or its oldest has waited batch-timeout; it runs
+ * the frames of the other workers with its own, each with its element's
+ * thresholds and classes, and wakes them.  The queue, the running flag and
+ * the batch results are under the analyzer's run_lock, taken alone; the
+ * engine itself belongs to the worker running a batch (one at a time). */
 
 GST_DEBUG_CATEGORY_STATIC (gst_mask_rcnn_debug);
 #define GST_CAT_DEFAULT gst_mask_rcnn_debug
@@ -96,6 +99,8 @@ enum
   PROP_LATENCY,
   PROP_THREADS,
   PROP_ENGINE_ID,
+  PROP_BATCH_SIZE,
+  PROP_BATCH_TIMEOUT,
 };
 
 #define DEFAULT_BACKEND MRCNN_BACKEND_AUTO
@@ -108,6 +113,8 @@ enum
 #define DEFAULT_MODE GST_MASK_RCNN_MODE_AUTO
 #define DEFAULT_QOS FALSE
 #define DEFAULT_THREADS 0
+#define DEFAULT_BATCH_SIZE 1
+#define DEFAULT_BATCH_TIMEOUT (40 * GST_MSECOND)
 
 /* The worker's nice value in live mode (the streaming thread's: 0). */
 #define WORKER_NICE 10
@@ -208,43 +215,114 @@ default_model_path (void)
 
 /* ---- the model: loaded at start, or in the background while playing ---- */
 
+/* A frame handed to an analyzer, on the stack of the worker that waits for
+ * it; done, ok and error are written by the worker that runs it. */
+typedef struct {
+  const MrcnnImage *image;
+  const MrcnnFrameSettings *settings;
+  MrcnnResult *result;
+  int threads;
+  gint64 deadline; /* monotonic, µs: runs by then, its batch full or not */
+  gboolean done, ok;
+  GError *error;
+} AnalyzerRequest;
+
 struct _GstMaskRcnnAnalyzer {
   MrcnnModel *model;
   MrcnnEngine *engine;
   gchar **class_names; /* labels file, or the model's names */
   int num_classes;
   gchar *name;         /* the weights file's name, for the meta */
-  /* shared by the elements naming `shared_id` as their engine-id: they run
-   * the engine one at a time, in turn, each with its own thresholds and
-   * classes; NULL for an element's own */
+  /* shared by the elements naming `shared_id` as their engine-id, each with
+   * its own thresholds and classes; NULL for an element's own */
   gchar *shared_id;
   gchar *shared_key;   /* the model settings every sharer must have */
   guint shared_users;  /* elements running it, under shared_lock */
-  /* turns, a ticket each, served in order; under run_lock */
+  /* frames run together, and how long the oldest waits for the others */
+  guint batch_size;
+  gint64 batch_timeout_us;
+  /* under run_lock: the frames waiting, oldest first; whether a batch runs */
   GMutex run_lock;
   GCond run_cond;
-  guint64 next_ticket, serving;
+  GQueue waiting;
+  gboolean running;
+  /* the running batch, batch_size of each: its runner's own */
+  AnalyzerRequest **batch;
+  MrcnnImage *batch_images;
+  MrcnnFrameSettings *batch_settings;
+  MrcnnResult *batch_results;
 };
 
-/* Waits for this caller's turn at a shared engine: callers are served in
- * the order they asked. */
+/* Runs the oldest waiting frames (up to batch_size) as one batch; called
+ * and returns with run_lock held, released while the engine runs. */
 static void
-analyzer_take_turn (GstMaskRcnnAnalyzer *a)
+analyzer_run_batch (GstMaskRcnnAnalyzer *a)
 {
-  g_mutex_lock (&a->run_lock);
-  guint64 ticket = a->next_ticket++;
-  while (a->serving != ticket)
-    g_cond_wait (&a->run_cond, &a->run_lock);
+  int n = 0, threads = -1;
+  while (n < (int) a->batch_size && !g_queue_is_empty (&a->waiting)) {
+    AnalyzerRequest *r = g_queue_pop_head (&a->waiting);
+    a->batch[n] = r;
+    a->batch_images[n] = *r->image;
+    a->batch_settings[n] = *r->settings;
+    /* the result's storage, lent to the batch while its owner waits */
+    a->batch_results[n] = *r->result;
+    /* the most threads asked for (0: one per core) */
+    threads = threads == 0 || r->threads == 0 ? 0 : MAX (threads, r->threads);
+    n++;
+  }
+  a->running = TRUE;
   g_mutex_unlock (&a->run_lock);
+
+  /* each frame its own fate: one that fails gets its error, those after
+   * it run on (r->ok and r->error are read once r->done is set, under the
+   * lock) */
+  mrcnn_engine_set_threads (a->engine, threads);
+  for (int first = 0; first < n;) {
+    GError *error = NULL;
+    int done = mrcnn_engine_detect_batch (a->engine, a->batch_images + first,
+        a->batch_settings + first, n - first, a->batch_results + first,
+        &error);
+    for (int i = first; i < first + done; i++)
+      a->batch[i]->ok = TRUE;
+    first += done;
+    if (first < n)
+      a->batch[first++]->error = error;
+  }
+
+  g_mutex_lock (&a->run_lock);
+  for (int i = 0; i < n; i++) {
+    *a->batch[i]->result = a->batch_results[i];
+    a->batch[i]->done = TRUE;
+  }
+  a->running = FALSE;
+  g_cond_broadcast (&a->run_cond);
 }
 
-static void
-analyzer_end_turn (GstMaskRcnnAnalyzer *a)
+/* Runs a frame on the analyzer's engine, in a batch with the frames other
+ * elements sharing it hand over meanwhile; returns when its results are in
+ * r->result. */
+static gboolean
+analyzer_run (GstMaskRcnnAnalyzer *a, AnalyzerRequest *r)
 {
   g_mutex_lock (&a->run_lock);
-  a->serving++;
+  r->deadline = g_get_monotonic_time () + a->batch_timeout_us;
+  r->done = r->ok = FALSE;
+  r->error = NULL;
+  g_queue_push_tail (&a->waiting, r);
   g_cond_broadcast (&a->run_cond);
+  while (!r->done) {
+    AnalyzerRequest *oldest = g_queue_peek_head (&a->waiting);
+    if (!a->running && oldest
+        && (g_queue_get_length (&a->waiting) >= a->batch_size
+            || g_get_monotonic_time () >= oldest->deadline))
+      analyzer_run_batch (a);
+    else if (!a->running && oldest)
+      g_cond_wait_until (&a->run_cond, &a->run_lock, oldest->deadline);
+    else
+      g_cond_wait (&a->run_cond, &a->run_lock);
+  }
   g_mutex_unlock (&a->run_lock);
+  return r->ok;
 }
 
 static void
@@ -257,6 +335,10 @@ analyzer_clear (gpointer data)
   g_free (a->name);
   g_free (a->shared_id);
   g_free (a->shared_key);
+  g_free (a->batch);
+  g_free (a->batch_images);
+  g_free (a->batch_settings);
+  g_free (a->batch_results);
   g_mutex_clear (&a->run_lock);
   g_cond_clear (&a->run_cond);
 }
@@ -279,6 +361,8 @@ analyzer_unref (GstMaskRcnnAnalyzer *a)
 typedef struct {
   gchar *model_path, *config_path, *labels_path, *classes, *engine_id;
   MrcnnOptions options;
+  guint batch_size;
+  GstClockTime batch_timeout;
   guint serial;
 } LoadSettings;
 
@@ -300,6 +384,9 @@ load_settings_take (GstMaskRcnn *self, LoadSettings *s)
   s->options.nms_threshold = self->nms_threshold;
   s->options.max_detections = self->max_detections;
   s->options.mask_threshold = self->mask_threshold;
+  /* an element of its own has one stream: its frames come one at a time */
+  s->batch_size = s->engine_id ? self->batch_size : 1;
+  s->batch_timeout = s->engine_id ? self->batch_timeout : 0;
   s->serial = self->settings_serial;
   GST_OBJECT_UNLOCK (self);
 }
@@ -346,12 +433,14 @@ read_labels (const gchar *path, int num_classes, GError **error)
   return names;
 }
 
-/* The engine's class filter from the `classes` property (empty: none). */
+/* The class filter the `classes` property names, one entry per class of
+ * the analyzer's model: *keep NULL when it names none (empty). */
 static gboolean
-apply_classes (GstMaskRcnnAnalyzer *a, const gchar *classes, GError **error)
+classes_filter (GstMaskRcnnAnalyzer *a, const gchar *classes, gboolean **keep,
+    GError **error)
 {
   int n = a->num_classes;
-  gboolean *keep = g_new0 (gboolean, n);
+  gboolean *filter = g_new0 (gboolean, n);
   gchar **wanted = g_strsplit (classes ? classes : "", ",", -1);
   gboolean any = FALSE, ok = TRUE;
   for (gchar **w = wanted; *w && ok; w++) {
@@ -372,13 +461,13 @@ apply_classes (GstMaskRcnnAnalyzer *a, const gchar *classes, GError **error)
       g_string_free (all, TRUE);
       ok = FALSE;
     } else {
-      keep[id] = any = TRUE;
+      filter[id] = any = TRUE;
     }
   }
   g_strfreev (wanted);
-  if (ok)
-    mrcnn_engine_set_class_filter (a->engine, any ? keep : NULL);
-  g_free (keep);
+  if (!ok || !any)
+    g_clear_pointer (&filter, g_free);
+  *keep = filter;
   return ok;
 }
 
@@ -400,6 +489,13 @@ analyzer_load (const LoadSettings *s, GstResourceError *code, GError **error)
   GstMaskRcnnAnalyzer *a = g_atomic_rc_box_new0 (GstMaskRcnnAnalyzer);
   g_mutex_init (&a->run_lock);
   g_cond_init (&a->run_cond);
+  g_queue_init (&a->waiting);
+  a->batch_size = MAX (s->batch_size, 1);
+  a->batch_timeout_us = s->batch_timeout / GST_USECOND;
+  a->batch = g_new (AnalyzerRequest *, a->batch_size);
+  a->batch_images = g_new (MrcnnImage, a->batch_size);
+  a->batch_settings = g_new (MrcnnFrameSettings, a->batch_size);
+  a->batch_results = g_new (MrcnnResult, a->batch_size);
   const char *what = NULL;
   *code = GST_RESOURCE_ERROR_OPEN_READ;
   a->model = mrcnn_model_load_with_config (s->model_path, s->config_path,
@@ -427,8 +523,10 @@ analyzer_load (const LoadSettings *s, GstResourceError *code, GError **error)
     what = "Could not start the Mask R-CNN engine";
     goto failed;
   }
-  if (!apply_classes (a, s->classes, &cause))
+  gboolean *keep = NULL;
+  if (!classes_filter (a, s->classes, &keep, &cause))
     goto failed;
+  g_free (keep);
   return a;
 
 failed:
@@ -468,9 +566,11 @@ static gchar *
 shared_key (const LoadSettings *s)
 {
   return g_strdup_printf ("model=%s config=%s labels=%s backend=%d "
-      "device-id=%d precision=%d", GST_STR_NULL (s->model_path),
+      "device-id=%d precision=%d batch-size=%u batch-timeout=%"
+      G_GUINT64_FORMAT, GST_STR_NULL (s->model_path),
       GST_STR_NULL (s->config_path), GST_STR_NULL (s->labels_path),
-      s->options.backend, s->options.device_id, s->options.precision);
+      s->options.backend, s->options.device_id, s->options.precision,
+      s->batch_size, s->batch_timeout);
 }
 
 /* The analyzer s->engine_id names: the one running already, or one loaded
@@ -489,7 +589,8 @@ shared_acquire (const LoadSettings *s, GstResourceError *code,
     *code = GST_RESOURCE_ERROR_SETTINGS;
     g_set_error (error, GST_RESOURCE_ERROR, *code, "engine-id \"%s\" runs "
         "%s; this element asks for %s.  Elements sharing an engine need the "
-        "same model, config, labels, backend, device-id and precision",
+        "same model, config, labels, backend, device-id, precision, "
+        "batch-size and batch-timeout",
         s->engine_id, a->shared_key, key);
     a = NULL;
   } else if (a) {
@@ -674,6 +775,12 @@ gst_mask_rcnn_set_property (GObject *object, guint prop_id,
       g_free (self->engine_id);
       self->engine_id = g_value_dup_string (value);
       break;
+    case PROP_BATCH_SIZE:
+      self->batch_size = g_value_get_uint (value);
+      break;
+    case PROP_BATCH_TIMEOUT:
+      self->batch_timeout = g_value_get_uint64 (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -770,6 +877,12 @@ gst_mask_rcnn_get_property (GObject *object, guint prop_id, GValue *value,
     case PROP_ENGINE_ID:
       g_value_set_string (value, self->engine_id);
       break;
+    case PROP_BATCH_SIZE:
+      g_value_set_uint (value, self->batch_size);
+      break;
+    case PROP_BATCH_TIMEOUT:
+      g_value_set_uint64 (value, self->batch_timeout);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -779,38 +892,45 @@ gst_mask_rcnn_get_property (GObject *object, guint prop_id, GValue *value,
 
 /* ---- the worker --------------------------------------------------------- */
 
-/* Thresholds and classes changed while playing, or all of them for a model
- * just swapped in or an engine shared with other elements. */
+/* The element's thresholds and classes for its frames (they run with
+ * them on a shared engine too): those changed while playing, or all of them
+ * for a model just swapped in. */
 static void
 apply_live_settings (GstMaskRcnn *self, gboolean all)
 {
   GST_OBJECT_LOCK (self);
   gboolean thresholds = self->thresholds_changed || all;
   gboolean classes_changed = self->classes_changed;
-  float score = self->score_threshold, nms = self->nms_threshold;
-  float mask = self->mask_threshold;
-  int max_det = self->max_detections;
+  MrcnnFrameSettings *f = &self->frame_settings;
+  if (thresholds) {
+    f->score_threshold = self->score_threshold;
+    f->nms_threshold = self->nms_threshold;
+    f->max_detections = self->max_detections;
+    f->mask_threshold = self->mask_threshold;
+  }
   gchar *classes = classes_changed ? g_strdup (self->classes) : NULL;
   self->thresholds_changed = self->classes_changed = FALSE;
   GST_OBJECT_UNLOCK (self);
 
   GError *error = NULL;
-  if (thresholds && !mrcnn_engine_set_thresholds (self->analyzer->engine,
-          score, nms, max_det, mask, &error)) {
-    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
-        ("Thresholds not changed: %s", error->message), (NULL));
-    g_clear_error (&error);
-  }
-  if (classes_changed && !apply_classes (self->analyzer, classes, &error)) {
+  gboolean *keep = NULL;
+  if (classes_changed
+      && !classes_filter (self->analyzer, classes, &keep, &error)) {
     GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
         ("Class filter not changed: %s", error->message), (NULL));
     g_clear_error (&error);
   } else if (classes_changed) {
+    g_free (self->keep_class);
+    self->keep_class = g_steal_pointer (&keep);
     g_free (self->applied_classes);
     self->applied_classes = g_steal_pointer (&classes);
+  } else if (all) {
+    /* the new model's class ids; the loader checked the names */
+    g_free (self->keep_class);
+    classes_filter (self->analyzer, self->applied_classes, &self->keep_class,
+        NULL);
   }
-  if (all)
-    apply_classes (self->analyzer, self->applied_classes, NULL);
+  f->keep_class = self->keep_class;
   g_free (classes);
 }
 
@@ -879,18 +999,18 @@ worker_thread (gpointer data)
       GST_OBJECT_UNLOCK (self);
       if (threads == 0 && job.live)
         threads = MAX (1, (int) g_get_num_processors () - 1);
-      /* a shared engine runs one frame at a time, each with its element's
-       * settings */
-      if (a->shared_id)
-        analyzer_take_turn (a);
-      apply_live_settings (self, swapped || a->shared_id);
-      mrcnn_engine_set_threads (a->engine, threads);
+      apply_live_settings (self, swapped);
+      AnalyzerRequest request = {
+        .image = &job.image,
+        .settings = &self->frame_settings,
+        .result = &self->work_result,
+        .threads = threads,
+      };
+      /* the time counts the wait for the batch: it is the frame's latency */
       gint64 begin = g_get_monotonic_time ();
-      ok = mrcnn_engine_detect (a->engine, &job.image, &self->work_result,
-          &error);
+      ok = analyzer_run (a, &request);
       took = (g_get_monotonic_time () - begin) * GST_USECOND;
-      if (a->shared_id)
-        analyzer_end_turn (a);
+      error = request.error;
       gst_clear_buffer (&job.rgb);
     }
 
@@ -947,15 +1067,11 @@ gst_mask_rcnn_start (GstBaseTransform *trans)
   load_settings_take (self, &s);
   GstMaskRcnnAnalyzer *a = s.engine_id ? shared_acquire (&s, &code, &error)
       : analyzer_load (&s, &code, &error);
-  if (a && a->shared_id) {
-    /* this element's classes, on the engine another may have made */
-    analyzer_take_turn (a);
-    gboolean ok = apply_classes (a, s.classes, &error);
-    analyzer_end_turn (a);
-    if (!ok) {
-      code = GST_RESOURCE_ERROR_SETTINGS;
-      g_clear_pointer (&a, analyzer_release);
-    }
+  /* this element's classes, on the model another may have loaded */
+  g_clear_pointer (&self->keep_class, g_free);
+  if (a && !classes_filter (a, s.classes, &self->keep_class, &error)) {
+    code = GST_RESOURCE_ERROR_SETTINGS;
+    g_clear_pointer (&a, analyzer_release);
   }
   if (!a) {
     post_load_failure (self, GST_MESSAGE_ERROR, code, error, &s, "");
@@ -965,6 +1081,13 @@ gst_mask_rcnn_start (GstBaseTransform *trans)
   }
   g_free (self->applied_classes);
   self->applied_classes = g_strdup (s.classes);
+  self->frame_settings = (MrcnnFrameSettings) {
+    .score_threshold = s.options.score_threshold,
+    .nms_threshold = s.options.nms_threshold,
+    .max_detections = s.options.max_detections,
+    .mask_threshold = s.options.mask_threshold,
+    .keep_class = self->keep_class,
+  };
   GST_INFO_OBJECT (self, "loaded %s on the %s backend", s.model_path,
       mrcnn_engine_backend_name (a->engine));
   load_settings_clear (&s);
@@ -1495,6 +1618,7 @@ gst_mask_rcnn_finalize (GObject *object)
   g_free (self->stream_id);
   g_free (self->engine_id);
   g_free (self->applied_classes);
+  g_free (self->keep_class);
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 static void
@@ -1599,10 +1723,28 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
           "share one loaded model and engine (they must have the same model, "
           "config, labels, backend, device-id and precision: else an ERROR), "
           "so an extra stream costs only its own frame buffers; each keeps "
-          "its own thresholds, classes, mode and interval, and they run the "
-          "engine one frame at a time.  Model settings of a shared engine "
-          "change when its elements start again.  Empty: an engine of the "
-          "element's own", NULL, rw | GST_PARAM_MUTABLE_READY));
+          "its own thresholds, classes, mode and interval.  Their frames run "
+          "in batches of up to batch-size, oldest first.  Model settings of "
+          "a shared engine change when its elements start again.  Empty: an "
+          "engine of the element's own", NULL, rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_BATCH_SIZE,
+      g_param_spec_uint ("batch-size", "Batch size",
+          "Frames of the streams sharing an engine-id run together as one "
+          "batch of up to this many (every sharer must give the same "
+          "value).  A frame waits at most batch-timeout for others to fill "
+          "its batch, so a lone stream is not held back.  The CPU backend "
+          "runs a batch's frames one after another (no faster than one at a "
+          "time); a frame's results are the same in a batch as alone.  1: "
+          "each frame runs as it comes.  Without engine-id the element has "
+          "one stream and runs its frames one at a time", 1, 64,
+          DEFAULT_BATCH_SIZE, rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
+      g_param_spec_uint64 ("batch-timeout", "Batch timeout",
+          "Longest time a frame waits for the frames of other streams to "
+          "fill its batch (batch-size > 1), in ns; the wait counts in the "
+          "latency the element reports.  Every sharer of an engine-id must "
+          "give the same value", 0, 10 * GST_SECOND, DEFAULT_BATCH_TIMEOUT,
+          rw | GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_LATENCY,
       g_param_spec_uint64 ("latency", "Latency",
           "Time the element adds to a live pipeline's latency (what it "
@@ -1656,6 +1798,8 @@ gst_mask_rcnn_init (GstMaskRcnn *self)
   self->mode = DEFAULT_MODE;
   self->qos = DEFAULT_QOS;
   self->threads = DEFAULT_THREADS;
+  self->batch_size = DEFAULT_BATCH_SIZE;
+  self->batch_timeout = DEFAULT_BATCH_TIMEOUT;
   self->earliest_time = GST_CLOCK_TIME_NONE;
   self->model_path = g_strdup (default_model_path ());
   g_mutex_init (&self->lock);

@@ -60,6 +60,8 @@ struct _GstMaskRcnn {
   gboolean qos;
   gint threads;
   gchar *engine_id;
+  guint batch_size;
+  GstClockTime batch_timeout;
   gboolean thresholds_changed, classes_changed;
   guint settings_serial; /* bumped when a model property changes */
   gboolean reload_pending; /* a model property changed, the notifications
@@ -94,6 +96,8 @@ struct _GstMaskRcnn {
   GstMaskRcnnAnalyzer *analyzer;
   MrcnnResult work_result;
   gchar *applied_classes;       /* the last valid `classes` */
+  gboolean *keep_class;         /* its filter on the analyzer's model */
+  MrcnnFrameSettings frame_settings; /* thresholds and filter of a frame */
 
   /* the streaming thread's own (window_*: under the object lock) */
   guint64 frame_count;     /* frames of this stream */

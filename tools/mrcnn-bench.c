@@ -188,7 +188,8 @@ main (int argc, char **argv)
     if (it == 0)
       started = g_get_monotonic_time ();
     gint64 t0 = g_get_monotonic_time ();
-    ok = mrcnn_engine_detect_batch (engine, images, batch, results, &error);
+    ok = mrcnn_engine_detect_batch (engine, images, NULL, batch, results,
+        &error) == batch;
     if (!ok || it < 0)
       continue;
     latency[it] = (g_get_monotonic_time () - t0) / 1000.0;

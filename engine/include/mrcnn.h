@@ -163,10 +163,33 @@ void mrcnn_engine_set_class_filter (MrcnnEngine *engine, const gboolean *keep);
 
 gboolean mrcnn_engine_detect (MrcnnEngine *engine, const MrcnnImage *image,
     MrcnnResult *result, GError **error);
-/* n images in, n results out (results[i] for images[i]).  The frames run
- * one after another through the same workspace. */
-gboolean mrcnn_engine_detect_batch (MrcnnEngine *engine,
-    const MrcnnImage *images, int n, MrcnnResult *results, GError **error);
+
+/* What one frame of a batch keeps: the frame's own thresholds and class
+ * filter, as mrcnn_engine_set_thresholds and mrcnn_engine_set_class_filter
+ * set them for the engine (a negative threshold or max_detections: the
+ * model's own value; keep_class NULL: every class). */
+typedef struct {
+  float score_threshold;
+  float nms_threshold;
+  int max_detections;
+  float mask_threshold;
+  const gboolean *keep_class; /* one per class of the model, or NULL */
+} MrcnnFrameSettings;
+
+/* Every field "the model's own"; keep_class NULL. */
+void mrcnn_frame_settings_init (MrcnnFrameSettings *settings);
+
+/* n images in, n results out (results[i] for images[i]), each frame with
+ * settings[i] (settings NULL: the engine's for all).  Frames may differ in
+ * size.  A frame's results are the same, bit for bit, as when it runs alone
+ * with the same settings.  The CPU backend runs the frames one after another
+ * through its workspace (batching frames does not speed up its matrix
+ * products, docs/PERFORMANCE.md).  Returns how many frames, from the first,
+ * have their results: n, or fewer with the error (naming the frame) of the
+ * one after them. */
+int mrcnn_engine_detect_batch (MrcnnEngine *engine,
+    const MrcnnImage *images, const MrcnnFrameSettings *settings, int n,
+    MrcnnResult *results, GError **error);
 /* With MrcnnOptions.time_stages: milliseconds each stage of the last
  * detection took.  FALSE when the engine was made without it. */
 gboolean mrcnn_engine_stage_times (const MrcnnEngine *engine,

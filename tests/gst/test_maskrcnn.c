@@ -1042,6 +1042,122 @@ GST_START_TEST (test_shared_engine)
 }
 GST_END_TEST;
 
+/* The top-left width x height of a test-size frame, tightly packed RGB. */
+static GstBuffer *
+cropped_frame (GstBuffer *frame, int width, int height)
+{
+  GstBuffer *out = gst_buffer_new_allocate (NULL, width * height * 3, NULL);
+  GstMapInfo in, map;
+  gst_buffer_map (frame, &in, GST_MAP_READ);
+  gst_buffer_map (out, &map, GST_MAP_WRITE);
+  for (int y = 0; y < height; y++)
+    memcpy (map.data + y * width * 3, in.data + y * WIDTH * 3, width * 3);
+  gst_buffer_unmap (out, &map);
+  gst_buffer_unmap (frame, &in);
+  return out;
+}
+
+typedef struct {
+  GstHarness *h;
+  GstBuffer *in, *out;
+} StreamPush;
+
+static gpointer
+push_one (gpointer data)
+{
+  StreamPush *p = data;
+  p->out = process (p->h, p->in);
+  return NULL;
+}
+
+/* batch-size: the frames of three streams (two frame sizes, one with a
+ * class filter) run as one batch, each with its element's settings; each
+ * result is the same, bit for bit, as from an engine of the element's own.
+ * The batch forms because it is full: its timeout is far longer than the
+ * test.  A lone stream's frame waits no longer than batch-timeout. */
+#define SMALL_W 480
+#define SMALL_H 352
+GST_START_TEST (test_shared_engine_batched)
+{
+  GstBuffer *ref_buffer = reference_output ();
+  GstMaskRcnnMeta *ref = meta_of (ref_buffer);
+  guint boxes = 0;
+  for (guint i = 0; i < ref->n_detections; i++)
+    boxes += g_str_equal (ref->detections[i].class_name, "box");
+  fail_unless (boxes > 0 && boxes < ref->n_detections);
+  gchar *small_caps = g_strdup_printf ("video/x-raw,format=RGB,width=%d,"
+      "height=%d,framerate=30/1", SMALL_W, SMALL_H);
+  gchar *own = g_strdup_printf ("maskrcnn mode=every-frame model=%s",
+      model_path ());
+  GstHarness *alone = gst_harness_new_parse (own);
+  gst_harness_set_src_caps_str (alone, small_caps);
+  GstBuffer *frame = test_frame ();
+  GstBuffer *small_ref = process (alone, cropped_frame (frame, SMALL_W,
+          SMALL_H));
+  fail_unless (meta_of (small_ref)->n_detections > 5);
+  gst_harness_teardown (alone);
+
+  const char *batched = "maskrcnn mode=every-frame model=%s "
+      "engine-id=batch-test batch-size=3 batch-timeout=9000000000 %s";
+  gchar *all = g_strdup_printf (batched, model_path (), "");
+  gchar *only_boxes = g_strdup_printf (batched, model_path (), "classes=box");
+  StreamPush p[3] = {
+    { harness_new (all), gst_buffer_ref (frame) },
+    { harness_new (only_boxes), gst_buffer_ref (frame) },
+    { gst_harness_new_parse (all), cropped_frame (frame, SMALL_W, SMALL_H) },
+  };
+  gst_harness_set_src_caps_str (p[2].h, small_caps);
+  for (int round = 0; round < 2; round++) {
+    GThread *threads[3];
+    for (int i = 0; i < 3; i++) {
+      if (round > 0)
+        p[i].in = i == 2 ? cropped_frame (frame, SMALL_W, SMALL_H)
+            : gst_buffer_ref (frame);
+      threads[i] = g_thread_new ("stream", push_one, &p[i]);
+    }
+    for (int i = 0; i < 3; i++)
+      g_thread_join (threads[i]);
+    GstMaskRcnnMeta *m[3];
+    for (int i = 0; i < 3; i++)
+      m[i] = meta_of (p[i].out);
+    fail_unless (same_detections (ref, m[0]));
+    fail_unless_equals_int (m[1]->n_detections, boxes);
+    for (guint i = 0; i < m[1]->n_detections; i++)
+      fail_unless (g_str_equal (m[1]->detections[i].class_name, "box"));
+    fail_unless (same_detections (meta_of (small_ref), m[2]));
+    /* run as one batch, not let go by the timeout */
+    for (int i = 0; i < 3; i++) {
+      fail_unless (m[i]->inference_time < 8 * GST_SECOND);
+      gst_clear_buffer (&p[i].out);
+    }
+  }
+  for (int i = 0; i < 3; i++)
+    gst_harness_teardown (p[i].h);
+
+  /* alone at an engine that batches: its frame waits batch-timeout */
+  gchar *lone = g_strdup_printf ("maskrcnn mode=every-frame model=%s "
+      "engine-id=lone-test batch-size=4 batch-timeout=300000000",
+      model_path ());
+  GstHarness *h = harness_new (lone);
+  for (int i = 0; i < 2; i++) {
+    GstBuffer *out = process (h, gst_buffer_ref (frame));
+    fail_unless (same_detections (ref, meta_of (out)));
+    fail_unless (meta_of (out)->inference_time >= 300 * GST_MSECOND);
+    gst_buffer_unref (out);
+  }
+  gst_harness_teardown (h);
+
+  g_free (lone);
+  g_free (all);
+  g_free (only_boxes);
+  g_free (own);
+  g_free (small_caps);
+  gst_buffer_unref (frame);
+  gst_buffer_unref (small_ref);
+  gst_buffer_unref (ref_buffer);
+}
+GST_END_TEST;
+
 /* Another model under an engine-id in use: an ERROR that says both. */
 GST_START_TEST (test_shared_engine_mismatch)
 {
@@ -1056,6 +1172,14 @@ GST_START_TEST (test_shared_engine_mismatch)
   gchar *text = pipeline_error (other);
   fail_unless (text && strstr (text, "engine-id \"mismatch-test\" runs")
       && strstr (text, g_getenv ("MRCNN_TEST_H5")), "%s", text);
+  g_free (text);
+  g_free (other);
+  /* the same model with another batch size */
+  other = g_strdup_printf (SOURCE "maskrcnn engine-id=mismatch-test "
+      "model=%s batch-size=2 ! fakesink", model_path ());
+  text = pipeline_error (other);
+  fail_unless (text && strstr (text, "batch-size=2")
+      && strstr (text, "batch-size and batch-timeout"), "%s", text);
   g_free (text);
   g_free (other);
   gst_harness_teardown (h);
@@ -1096,6 +1220,7 @@ maskrcnn_suite (void)
   tcase_add_test (tc, test_live_mode);
   tcase_add_test (tc, test_model_swap_while_playing);
   tcase_add_test (tc, test_shared_engine);
+  tcase_add_test (tc, test_shared_engine_batched);
   tcase_add_test (tc, test_shared_engine_mismatch);
   return s;
 }
