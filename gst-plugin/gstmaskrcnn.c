@@ -1715,13 +1715,17 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
   g_object_class_install_property (gobject_class, PROP_THREADS,
       g_param_spec_int ("threads", "Threads",
           "CPU threads an analysis uses on the CPU backend (0: one per core, "
-          "and in live mode one less, which leaves a core to the stream)",
+          "and in live mode one less, which leaves a core to the stream).  "
+          "Where other busy threads share the cores, run with "
+          "OMP_WAIT_POLICY=passive, or OpenMP's spinning threads slow the "
+          "analysis many times over",
           0, 1024, DEFAULT_THREADS, live));
   g_object_class_install_property (gobject_class, PROP_ENGINE_ID,
       g_param_spec_string ("engine-id", "Engine ID",
           "maskrcnn elements of one process that give the same engine-id "
           "share one loaded model and engine (they must have the same model, "
-          "config, labels, backend, device-id and precision: else an ERROR), "
+          "config, labels, backend, device-id, precision, batch-size and "
+          "batch-timeout: else an ERROR), "
           "so an extra stream costs only its own frame buffers; each keeps "
           "its own thresholds, classes, mode and interval.  Their frames run "
           "in batches of up to batch-size, oldest first.  Model settings of "
