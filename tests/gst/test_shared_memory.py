@@ -1,7 +1,8 @@
 """engine-id with a ResNet-50-sized model: four streams sharing one engine
 hold about the memory of one (within 10 %, plus each stream's own frame
 buffers: 8 MiB allowed per stream); their own engines would each add the
-model and its workspace (~575 MiB each on the CPU backend).  Figures from bench/streams.py.
+model and its workspace (~575 MiB each on the CPU backend).  Figures from
+bench/streams.py.
 
 usage: test_shared_memory.py STREAMS_PY EXPORT_TORCHVISION_PY SCRATCH
 """
