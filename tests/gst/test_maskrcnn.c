@@ -317,6 +317,16 @@ same_detections (const GstMaskRcnnMeta *a, const GstMaskRcnnMeta *b)
   return TRUE;
 }
 
+/* How many of a frame's detections are of class `name`. */
+static guint
+count_class (const GstMaskRcnnMeta *meta, const char *name)
+{
+  guint n = 0;
+  for (guint i = 0; i < meta->n_detections; i++)
+    n += g_str_equal (meta->detections[i].class_name, name);
+  return n;
+}
+
 /* interval=2: frames 0 and 3 analysed, 1, 2, 4 and 5 carry their results.
  * The frames alternate between the test frame and a grey one, so carried
  * results are told apart from fresh ones. */
@@ -351,11 +361,7 @@ GST_START_TEST (test_classes_filter)
 {
   GstBuffer *ref_buffer = reference_output ();
   GstMaskRcnnMeta *ref = meta_of (ref_buffer);
-  guint boxes = 0, discs = 0;
-  for (guint i = 0; i < ref->n_detections; i++) {
-    boxes += g_str_equal (ref->detections[i].class_name, "box");
-    discs += g_str_equal (ref->detections[i].class_name, "disc");
-  }
+  guint boxes = count_class (ref, "box"), discs = count_class (ref, "disc");
   fail_unless (boxes > 0 && discs > 0 && boxes + discs < ref->n_detections,
       "the test frame should show boxes, discs and other classes");
 
@@ -436,10 +442,7 @@ GST_START_TEST (test_labels_file)
   GstHarness *h = harness_new (desc);
   GstBuffer *out = process (h, test_frame ());
   GstMaskRcnnMeta *ref = meta_of (ref_buffer), *meta = meta_of (out);
-  guint boxes = 0;
-  for (guint i = 0; i < ref->n_detections; i++)
-    boxes += g_str_equal (ref->detections[i].class_name, "box");
-  fail_unless_equals_int (meta->n_detections, boxes);
+  fail_unless_equals_int (meta->n_detections, count_class (ref, "box"));
   for (guint i = 0; i < meta->n_detections; i++)
     fail_unless_equals_string (meta->detections[i].class_name,
         "square thing");
@@ -994,9 +997,7 @@ GST_START_TEST (test_shared_engine)
 {
   GstBuffer *ref_buffer = reference_output ();
   GstMaskRcnnMeta *ref = meta_of (ref_buffer);
-  guint boxes = 0;
-  for (guint i = 0; i < ref->n_detections; i++)
-    boxes += g_str_equal (ref->detections[i].class_name, "box");
+  guint boxes = count_class (ref, "box");
   gchar *all = g_strdup_printf ("maskrcnn mode=every-frame model=%s "
       "engine-id=shared-test", model_path ());
   gchar *only_boxes = g_strdup_printf ("maskrcnn mode=every-frame model=%s "
@@ -1081,9 +1082,7 @@ GST_START_TEST (test_shared_engine_batched)
 {
   GstBuffer *ref_buffer = reference_output ();
   GstMaskRcnnMeta *ref = meta_of (ref_buffer);
-  guint boxes = 0;
-  for (guint i = 0; i < ref->n_detections; i++)
-    boxes += g_str_equal (ref->detections[i].class_name, "box");
+  guint boxes = count_class (ref, "box");
   fail_unless (boxes > 0 && boxes < ref->n_detections);
   gchar *small_caps = g_strdup_printf ("video/x-raw,format=RGB,width=%d,"
       "height=%d,framerate=30/1", SMALL_W, SMALL_H);
@@ -1122,8 +1121,7 @@ GST_START_TEST (test_shared_engine_batched)
       m[i] = meta_of (p[i].out);
     fail_unless (same_detections (ref, m[0]));
     fail_unless_equals_int (m[1]->n_detections, boxes);
-    for (guint i = 0; i < m[1]->n_detections; i++)
-      fail_unless (g_str_equal (m[1]->detections[i].class_name, "box"));
+    fail_unless_equals_int (count_class (m[1], "box"), boxes);
     fail_unless (same_detections (meta_of (small_ref), m[2]));
     /* run as one batch, not let go by the timeout */
     for (int i = 0; i < 3; i++) {
