@@ -1810,5 +1810,6 @@ gst_mask_rcnn_init (GstMaskRcnn *self)
   g_cond_init (&self->cond);
   mrcnn_result_init (&self->latest.result);
   mrcnn_result_init (&self->work_result);
+  mrcnn_frame_settings_init (&self->frame_settings);
   gst_base_transform_set_in_place (GST_BASE_TRANSFORM (self), TRUE);
 }

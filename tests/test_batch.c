@@ -1,0 +1,167 @@
+/* mrcnn_engine_detect_batch's contract, on the narrow test model and the
+ * synthetic test frame (paths in MRCNN_TEST_MODEL, MRCNN_TEST_IMAGE): each
+ * frame of a batch (frames of two sizes, each with its own thresholds and
+ * class filter) gives, bit for bit, what it gives alone on an engine set
+ * to its settings; a frame that fails stops the batch there with an error
+ * naming it, and the frames before it keep their results. */
+#include <gdk-pixbuf/gdk-pixbuf.h>
+#include <string.h>
+
+#include "mrcnn.h"
+
+static MrcnnModel *model;
+static guint8 *pixels;
+static int width, height, stride;
+
+static void
+assert_same (const MrcnnResult *a, const MrcnnResult *b)
+{
+  g_assert_cmpint (a->image_width, ==, b->image_width);
+  g_assert_cmpint (a->n_detections, ==, b->n_detections);
+  for (int i = 0; i < a->n_detections; i++) {
+    const MrcnnDetection *x = &a->detections[i], *y = &b->detections[i];
+    g_assert_cmpint (x->label_id, ==, y->label_id);
+    g_assert_true (memcmp (x->box, y->box, sizeof x->box) == 0);
+    g_assert_true (x->score == y->score);
+    g_assert_cmpint (x->mask_width, ==, y->mask_width);
+    g_assert_cmpint (x->mask_height, ==, y->mask_height);
+    g_assert_true (memcmp (x->mask, y->mask, sizeof (float) * x->mask_width
+            * x->mask_height) == 0);
+  }
+}
+
+/* The frame alone, on an engine of its own set to `settings`. */
+static void
+detect_alone (const MrcnnImage *image, const MrcnnFrameSettings *settings,
+    MrcnnResult *result)
+{
+  GError *error = NULL;
+  MrcnnEngine *engine = mrcnn_engine_new (model, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_true (mrcnn_engine_set_thresholds (engine,
+          settings->score_threshold, settings->nms_threshold,
+          settings->max_detections, settings->mask_threshold, &error));
+  mrcnn_engine_set_class_filter (engine, settings->keep_class);
+  g_assert_true (mrcnn_engine_detect (engine, image, result, &error));
+  g_assert_no_error (error);
+  mrcnn_engine_free (engine);
+}
+
+static void
+test_frames_as_alone (void)
+{
+  int n_classes = mrcnn_model_num_classes (model);
+  gboolean *only_first = g_new0 (gboolean, n_classes);
+  only_first[1] = TRUE;
+  MrcnnImage images[3] = {
+    { pixels, width, height, stride },
+    { pixels, width * 3 / 4, height * 3 / 4, stride },
+    { pixels, width, height, stride },
+  };
+  MrcnnFrameSettings settings[3];
+  for (int i = 0; i < 3; i++)
+    mrcnn_frame_settings_init (&settings[i]);
+  settings[1].score_threshold = 0.1f;
+  settings[1].max_detections = 3;
+  settings[2].keep_class = only_first;
+  settings[2].mask_threshold = 0.8f;
+
+  MrcnnResult batch[3], alone;
+  for (int i = 0; i < 3; i++)
+    mrcnn_result_init (&batch[i]);
+  mrcnn_result_init (&alone);
+  GError *error = NULL;
+  MrcnnEngine *engine = mrcnn_engine_new (model, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (mrcnn_engine_detect_batch (engine, images, settings, 3,
+          batch, &error), ==, 3);
+  g_assert_no_error (error);
+  /* the settings took effect: many detections, the best 3, one class */
+  g_assert_cmpint (batch[0].n_detections, >, 10);
+  g_assert_cmpint (batch[1].n_detections, ==, 3);
+  g_assert_cmpint (batch[2].n_detections, >, 0);
+  g_assert_cmpint (batch[2].n_detections, <, batch[0].n_detections);
+  for (int i = 0; i < batch[2].n_detections; i++)
+    g_assert_cmpint (batch[2].detections[i].label_id, ==, 1);
+  for (int i = 0; i < 3; i++) {
+    detect_alone (&images[i], &settings[i], &alone);
+    assert_same (&batch[i], &alone);
+  }
+  mrcnn_engine_free (engine);
+  for (int i = 0; i < 3; i++)
+    mrcnn_result_clear (&batch[i]);
+  mrcnn_result_clear (&alone);
+  g_free (only_first);
+}
+
+static void
+test_failing_frame (void)
+{
+  MrcnnImage images[3] = {
+    { pixels, width, height, stride },
+    { pixels, width, height, width }, /* stride below 3 x width */
+    { pixels, width, height, stride },
+  };
+  MrcnnResult results[3];
+  for (int i = 0; i < 3; i++)
+    mrcnn_result_init (&results[i]);
+  GError *error = NULL;
+  MrcnnEngine *engine = mrcnn_engine_new (model, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (mrcnn_engine_detect_batch (engine, images, NULL, 3,
+          results, &error), ==, 1);
+  g_assert_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT);
+  g_assert_true (g_str_has_prefix (error->message, "frame 1 of 3: "));
+  g_clear_error (&error);
+  g_assert_cmpint (results[0].n_detections, >, 10);
+  /* the frames after it run on their own */
+  g_assert_cmpint (mrcnn_engine_detect_batch (engine, images + 2, NULL, 1,
+          results + 2, &error), ==, 1);
+  assert_same (&results[0], &results[2]);
+
+  /* settings out of range: an error naming the frame, nothing run */
+  MrcnnFrameSettings settings[2];
+  mrcnn_frame_settings_init (&settings[0]);
+  mrcnn_frame_settings_init (&settings[1]);
+  settings[1].score_threshold = 2;
+  g_assert_cmpint (mrcnn_engine_detect_batch (engine, images, settings, 2,
+          results, &error), ==, 1);
+  g_assert_true (g_str_has_prefix (error->message, "frame 1 of 2: "));
+  g_clear_error (&error);
+  mrcnn_engine_free (engine);
+  for (int i = 0; i < 3; i++)
+    mrcnn_result_clear (&results[i]);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  const char *model_path = g_getenv ("MRCNN_TEST_MODEL");
+  const char *image_path = g_getenv ("MRCNN_TEST_IMAGE");
+  if (!model_path || !image_path) {
+    g_printerr ("MRCNN_TEST_MODEL and MRCNN_TEST_IMAGE must be set\n");
+    return 1;
+  }
+  GError *error = NULL;
+  model = mrcnn_model_load (model_path, &error);
+  g_assert_no_error (error);
+  GdkPixbuf *pixbuf = gdk_pixbuf_new_from_file (image_path, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (gdk_pixbuf_get_n_channels (pixbuf), ==, 3);
+  width = gdk_pixbuf_get_width (pixbuf);
+  height = gdk_pixbuf_get_height (pixbuf);
+  stride = gdk_pixbuf_get_rowstride (pixbuf);
+  /* (gdk-pixbuf's last row may be shorter than the stride) */
+  pixels = g_malloc0 ((gsize) stride * height);
+  memcpy (pixels, gdk_pixbuf_read_pixels (pixbuf),
+      gdk_pixbuf_get_byte_length (pixbuf));
+  g_object_unref (pixbuf);
+
+  g_test_add_func ("/batch/frames-as-alone", test_frames_as_alone);
+  g_test_add_func ("/batch/failing-frame", test_failing_frame);
+  int rc = g_test_run ();
+  g_free (pixels);
+  mrcnn_model_free (model);
+  return rc;
+}
