@@ -39,8 +39,8 @@ resnet (CpuState *s)
       bottleneck (s, &m->blocks[L][i], s->plan->blocks[L] + 4 * i, x, h, w,
           s->stage_out[L], t[2], t[3]);
       x = s->stage_out[L];
-      h = s->stage_h[L];
-      w = s->stage_w[L];
+      h = s->plan->stage_h[L];
+      w = s->plan->stage_w[L];
     }
   }
 }
@@ -54,8 +54,9 @@ fpn (CpuState *s)
   cpu_prim_run (s, &s->plan->fpn_layer[3], last, s->fpn_blocked[3]);
   for (int i = 2; i >= 0; i--) {
     /* lateral conv + bias added to the upsampled coarser map */
-    cpu_upsample_nearest (next, m->fpn_channels, s->fpn_h[i], s->fpn_w[i],
-        last, s->fpn_h[i + 1], s->fpn_w[i + 1], s->block);
+    const CpuPlan *p = s->plan;
+    cpu_upsample_nearest (next, m->fpn_channels, p->fpn_h[i], p->fpn_w[i],
+        last, p->fpn_h[i + 1], p->fpn_w[i + 1], s->block);
     cpu_prim_run (s, &s->plan->fpn_inner[i], s->stage_out[i], next);
     cpu_prim_run (s, &s->plan->fpn_layer[i], next, s->fpn_blocked[i]);
     float *tmp = last;
@@ -64,8 +65,8 @@ fpn (CpuState *s)
   }
 
   /* 'pool': max_pool2d(P5, kernel 1, stride 2) keeps every other pixel */
-  int h5 = s->fpn_h[3], w5 = s->fpn_w[3];
-  int h6 = s->fpn_h[4], w6 = s->fpn_w[4], B = s->block;
+  int h5 = s->plan->fpn_h[3], w5 = s->plan->fpn_w[3];
+  int h6 = s->plan->fpn_h[4], w6 = s->plan->fpn_w[4], B = s->block;
   int blocks = (m->fpn_channels + B - 1) / B;
   for (int cb = 0; cb < blocks; cb++)
     for (int y = 0; y < h6; y++)

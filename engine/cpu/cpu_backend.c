@@ -300,9 +300,9 @@ cpu_inspect (gpointer state, const char *name, MrcnnHostTensor *out)
     return TRUE;
   }
   for (int l = 0; l < MRCNN_FPN_LEVELS; l++)
-    if (strcmp (name, fpn_names[l]) == 0) {
+    if (strcmp (name, fpn_names[l]) == 0 && s->plan) {
       *out = (MrcnnHostTensor) { s->fpn[l], 3, { m->fpn_channels,
-              s->fpn_h[l], s->fpn_w[l] } };
+              s->plan->fpn_h[l], s->plan->fpn_w[l] } };
       return TRUE;
     }
   if (strcmp (name, "proposals") == 0) {

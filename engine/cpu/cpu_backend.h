@@ -71,11 +71,9 @@ typedef struct {
   dnnl_status_t run_status; /* first failed run since the last check */
 
   /* backbone and FPN; blocked unless said otherwise */
-  float *stage_out[4];      /* C2..C5 */
-  int stage_h[4], stage_w[4];
+  float *stage_out[4];      /* C2..C5, of plan->stage_h/w */
   float *fpn_blocked[MRCNN_FPN_LEVELS];
-  float *fpn[MRCNN_FPN_LEVELS]; /* NCHW, for the heads */
-  int fpn_h[MRCNN_FPN_LEVELS], fpn_w[MRCNN_FPN_LEVELS];
+  float *fpn[MRCNN_FPN_LEVELS]; /* NCHW, for the heads; plan->fpn_h/w */
   float *scratch[4];        /* each holds the largest activation */
   float *col;               /* im2col tile of the heads' convolutions */
   size_t col_size;
@@ -157,8 +155,8 @@ blocked_size (int c, size_t plane, int block)
 gboolean cpu_onednn_init (CpuState *s, GError **error);
 void cpu_onednn_destroy (CpuState *s);
 /* s->plan: the plan for s->geometry's padded size and s->threads, made
- * unless kept (the least recently used of CPU_PLANS makes way); also sets
- * stage_h/w and fpn_h/w. */
+ * unless kept (the least recently used of CPU_PLANS makes way); it also
+ * holds the frame's stage and FPN map sizes. */
 gboolean cpu_onednn_plan (CpuState *s, GError **error);
 /* Runs p from src into dst; a failure is kept for cpu_onednn_check. */
 void cpu_prim_run (CpuState *s, CpuPrim *p, const float *src, float *dst);

@@ -485,10 +485,6 @@ cpu_onednn_plan (CpuState *s, GError **error)
   }
   plan->last_used = ++s->plan_clock;
   s->plan = plan;
-  memcpy (s->stage_h, plan->stage_h, sizeof s->stage_h);
-  memcpy (s->stage_w, plan->stage_w, sizeof s->stage_w);
-  memcpy (s->fpn_h, plan->fpn_h, sizeof s->fpn_h);
-  memcpy (s->fpn_w, plan->fpn_w, sizeof s->fpn_w);
   return TRUE;
 }
 

@@ -53,7 +53,7 @@ cpu_roi_setup (CpuState *s)
   /* scale of each level from its height and the resized image height,
    * rounded to a power of two (MultiScaleRoIAlign._infer_scale) */
   for (int l = 0; l < MRCNN_ROI_LEVELS; l++) {
-    float approx = (float) s->fpn_h[l] / (float) s->geometry.height;
+    float approx = (float) s->plan->fpn_h[l] / (float) s->geometry.height;
     s->roi_scale[l] = exp2f (rintf (log2f (approx)));
   }
   s->roi_k_min = (int) -log2f (s->roi_scale[0]);
@@ -66,12 +66,12 @@ cpu_roi_pool (CpuState *s, const float *box, int pooled, float *out)
   if (s->model->config.variant == MRCNN_VARIANT_MATTERPORT) {
     int l = mrcnn_matterport_roi_level (box, s->geometry.padded_height,
         s->geometry.padded_width) - 2;
-    cpu_crop_and_resize (s->fpn[l], s->model->fpn_channels, s->fpn_h[l],
-        s->fpn_w[l], box, pooled, out);
+    cpu_crop_and_resize (s->fpn[l], s->model->fpn_channels,
+        s->plan->fpn_h[l], s->plan->fpn_w[l], box, pooled, out);
     return;
   }
   int level = mrcnn_roi_level (box, s->roi_k_min, s->roi_k_max);
-  cpu_roi_align (s->fpn[level], s->model->fpn_channels, s->fpn_h[level],
-      s->fpn_w[level], s->roi_scale[level], box, pooled,
-      s->model->config.sampling_ratio, out);
+  cpu_roi_align (s->fpn[level], s->model->fpn_channels,
+      s->plan->fpn_h[level], s->plan->fpn_w[level], s->roi_scale[level], box,
+      pooled, s->model->config.sampling_ratio, out);
 }

@@ -13,7 +13,7 @@ cpu_rpn_head (CpuState *s, GError **error)
   float *logits = s->scratch[1], *deltas = s->scratch[2];
   int start = 0;
   for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
-    size_t plane = (size_t) s->fpn_h[l] * s->fpn_w[l];
+    size_t plane = (size_t) s->plan->fpn_h[l] * s->plan->fpn_w[l];
     const float *hidden = s->fpn_blocked[l];
     for (int j = 0; j < n; j++) {
       float *out = s->scratch[j % 2 ? 3 : 0];
@@ -65,8 +65,8 @@ cpu_proposals (CpuState *s, GError **error)
   for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
     int first = s->level_start[l], count = s->level_start[l + 1] - first;
     int k = MIN (c->rpn_pre_nms_top_n, count);
-    int w = s->fpn_w[l];
-    int stride_y = g->padded_height / s->fpn_h[l];
+    int w = s->plan->fpn_w[l];
+    int stride_y = g->padded_height / s->plan->fpn_h[l];
     int stride_x = g->padded_width / w;
     float base[MRCNN_MAX_ANCHOR_SHAPES * MRCNN_MAX_ANCHOR_SHAPES][4];
     mrcnn_base_anchors (c, l, &base[0][0]);
