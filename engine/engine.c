@@ -12,8 +12,8 @@ struct _MrcnnEngine {
   const MrcnnBackend *backend;
   gpointer state;
   MrcnnThresholds thresholds;
-  uint8_t *keep_class; /* thresholds.keep_class when a filter is set */
-  uint8_t *frame_keep_class; /* a batch frame's filter, made once */
+  uint8_t *keep_class;       /* thresholds.keep_class's storage */
+  uint8_t *frame_keep_class; /* a batch frame's filter's */
   char *dump_dir;
   gboolean time_stages;
   double stage_ms[MRCNN_N_STAGES];
@@ -96,17 +96,25 @@ mrcnn_engine_set_threads (MrcnnEngine *e, int threads)
     e->backend->set_threads (e->state, MAX (threads, 0));
 }
 
+/* keep (one per class, or NULL) as the stages take it, in *buffer (made
+ * once). */
+static const uint8_t *
+class_filter (const MrcnnEngine *e, const gboolean *keep, uint8_t **buffer)
+{
+  if (!keep)
+    return NULL;
+  int n = e->model->num_classes;
+  if (!*buffer)
+    *buffer = g_new (uint8_t, n);
+  for (int i = 0; i < n; i++)
+    (*buffer)[i] = keep[i] != FALSE;
+  return *buffer;
+}
+
 void
 mrcnn_engine_set_class_filter (MrcnnEngine *e, const gboolean *keep)
 {
-  int n = e->model->num_classes;
-  if (keep && !e->keep_class)
-    e->keep_class = g_new (uint8_t, n);
-  else if (!keep)
-    g_clear_pointer (&e->keep_class, g_free);
-  for (int i = 0; keep && i < n; i++)
-    e->keep_class[i] = keep[i] != FALSE;
-  e->thresholds.keep_class = e->keep_class;
+  e->thresholds.keep_class = class_filter (e, keep, &e->keep_class);
 }
 
 MrcnnEngine *
@@ -346,15 +354,7 @@ frame_thresholds (MrcnnEngine *e, const MrcnnFrameSettings *f,
   if (!resolve_thresholds (&e->model->config, f->score_threshold,
           f->nms_threshold, f->max_detections, f->mask_threshold, t, error))
     return FALSE;
-  t->keep_class = NULL;
-  if (f->keep_class) {
-    int n = e->model->num_classes;
-    if (!e->frame_keep_class)
-      e->frame_keep_class = g_new (uint8_t, n);
-    for (int i = 0; i < n; i++)
-      e->frame_keep_class[i] = f->keep_class[i] != FALSE;
-    t->keep_class = e->frame_keep_class;
-  }
+  t->keep_class = class_filter (e, f->keep_class, &e->frame_keep_class);
   return TRUE;
 }
 
