@@ -1081,13 +1081,6 @@ gst_mask_rcnn_start (GstBaseTransform *trans)
   }
   g_free (self->applied_classes);
   self->applied_classes = g_strdup (s.classes);
-  self->frame_settings = (MrcnnFrameSettings) {
-    .score_threshold = s.options.score_threshold,
-    .nms_threshold = s.options.nms_threshold,
-    .max_detections = s.options.max_detections,
-    .mask_threshold = s.options.mask_threshold,
-    .keep_class = self->keep_class,
-  };
   GST_INFO_OBJECT (self, "loaded %s on the %s backend", s.model_path,
       mrcnn_engine_backend_name (a->engine));
   load_settings_clear (&s);
@@ -1096,10 +1089,11 @@ gst_mask_rcnn_start (GstBaseTransform *trans)
   self->earliest_time = GST_CLOCK_TIME_NONE;
   self->latency = 0;
   self->upstream_live = FALSE;
-  /* the engine was made with the thresholds and classes of the snapshot;
-   * model properties set since (before the worker could see them) load
-   * in the background */
-  self->thresholds_changed = self->classes_changed = FALSE;
+  /* the worker takes the thresholds at its first frame; the classes are
+   * the snapshot's, checked above; model properties set since (before the
+   * worker could see them) load in the background */
+  self->thresholds_changed = TRUE;
+  self->classes_changed = FALSE;
   gboolean changed = self->settings_serial != s.serial;
   GST_OBJECT_UNLOCK (self);
   self->analyzer = a;
