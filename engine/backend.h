@@ -33,6 +33,11 @@ typedef struct {
   const char *name;
   gpointer (*create) (const MrcnnModel *model, const MrcnnOptions *options,
       GError **error);
+  /* Another state of first's model, with a workspace of its own and
+   * first's weights: a lane, running frames of a batch beside first and
+   * the other lanes; destroyed before first.  NULL: the backend runs one
+   * frame at a time. */
+  gpointer (*create_lane) (gpointer first, GError **error);
   void (*destroy) (gpointer state);
 
   /* resize, normalise and pad the 8-bit RGB image into the network input */
@@ -57,9 +62,10 @@ typedef struct {
 
   /* Waits for the work queued so far (NULL: stages return when done). */
   gboolean (*synchronize) (gpointer state, GError **error);
-  /* CPU threads of the following detections, 0: the BLAS library's own
-   * count (NULL: the backend computes elsewhere). */
-  void (*set_threads) (gpointer state, int threads);
+  /* CPU threads of the following detections, 0: OpenMP's own count,
+   * shared between `lanes` states running side by side (each takes its
+   * share, at least one) (NULL: the backend computes elsewhere). */
+  void (*set_threads) (gpointer state, int threads, int lanes);
   /* Device memory held, in bytes (NULL: none). */
   size_t (*device_memory) (gpointer state);
 } MrcnnBackend;

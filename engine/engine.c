@@ -7,13 +7,41 @@
 #include <stdio.h>
 #include <string.h>
 
+/* A backend state and what a frame running on it needs of its own. */
+typedef struct {
+  gpointer state;
+  uint8_t *keep_class; /* a batch frame's class filter's storage */
+} MrcnnLane;
+
+/* The batch the lanes run (detect_batch).  The caller sets it up before
+ * any lane starts and reads it after all are done; meanwhile the lanes
+ * claim its frames in order through `next` and stop claiming once `stop`
+ * is set (both atomic); `lock` guards busy, failed and error, and `idle`
+ * is signalled when busy drops to 0. */
+typedef struct {
+  const MrcnnImage *images;
+  const MrcnnFrameSettings *settings;
+  MrcnnResult *results;
+  int n;
+  gint next, stop;
+  GMutex lock;
+  GCond idle;
+  int busy;      /* lanes of the pool still running */
+  int failed;    /* the lowest failed frame, n if none */
+  GError *error; /* its error */
+} MrcnnBatchRun;
+
 struct _MrcnnEngine {
   const MrcnnModel *model;
   const MrcnnBackend *backend;
-  gpointer state;
+  /* lanes[0] runs on the caller's thread, the others (MrcnnOptions.lanes)
+   * on the pool's, one pool thread each */
+  MrcnnLane *lanes;
+  int n_lanes;
+  GThreadPool *pool;
+  MrcnnBatchRun batch;
   MrcnnThresholds thresholds;
   uint8_t *keep_class;       /* thresholds.keep_class's storage */
-  uint8_t *frame_keep_class; /* a batch frame's filter's */
   char *dump_dir;
   gboolean time_stages;
   double stage_ms[MRCNN_N_STAGES];
@@ -89,11 +117,16 @@ mrcnn_frame_settings_init (MrcnnFrameSettings *s)
   };
 }
 
+/* Every lane gets its share of the threads whether or not the others run:
+ * how oneDNN computes a layer can depend on the thread count, and a
+ * frame's results must not depend on the frames beside it. */
 void
 mrcnn_engine_set_threads (MrcnnEngine *e, int threads)
 {
   if (e->backend->set_threads)
-    e->backend->set_threads (e->state, MAX (threads, 0));
+    for (int i = 0; i < e->n_lanes; i++)
+      e->backend->set_threads (e->lanes[i].state, MAX (threads, 0),
+          e->n_lanes);
 }
 
 /* keep (one per class, or NULL) as the stages take it, in *buffer (made
@@ -116,6 +149,8 @@ mrcnn_engine_set_class_filter (MrcnnEngine *e, const gboolean *keep)
 {
   e->thresholds.keep_class = class_filter (e, keep, &e->keep_class);
 }
+
+static void lane_main (gpointer lane, gpointer engine);
 
 MrcnnEngine *
 mrcnn_engine_new (const MrcnnModel *model, const MrcnnOptions *options,
@@ -157,22 +192,43 @@ mrcnn_engine_new (const MrcnnModel *model, const MrcnnOptions *options,
     return NULL;
   }
 
+  if (options->lanes < 0 || options->lanes > MRCNN_MAX_LANES) {
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
+        "lanes must be between 1 and %d (0: 1), not %d", MRCNN_MAX_LANES,
+        options->lanes);
+    return NULL;
+  }
+
   MrcnnEngine *e = g_new0 (MrcnnEngine, 1);
   e->model = model;
   e->backend = backend;
-  if (!mrcnn_engine_set_thresholds (e, options->score_threshold,
-          options->nms_threshold, options->max_detections,
-          options->mask_threshold, error)) {
-    g_free (e);
-    return NULL;
-  }
-  e->state = e->backend->create (model, options, error);
-  if (!e->state) {
-    g_free (e);
-    return NULL;
-  }
+  g_mutex_init (&e->batch.lock);
+  g_cond_init (&e->batch.idle);
   e->dump_dir = g_strdup (options->dump_dir);
   e->time_stages = options->time_stages;
+  int lanes = backend->create_lane ? MAX (options->lanes, 1) : 1;
+  e->lanes = g_new0 (MrcnnLane, lanes);
+  if (!mrcnn_engine_set_thresholds (e, options->score_threshold,
+          options->nms_threshold, options->max_detections,
+          options->mask_threshold, error)
+      || !(e->lanes[0].state = backend->create (model, options, error))) {
+    mrcnn_engine_free (e);
+    return NULL;
+  }
+  for (e->n_lanes = 1; e->n_lanes < lanes; e->n_lanes++) {
+    e->lanes[e->n_lanes].state = backend->create_lane (e->lanes[0].state,
+        error);
+    if (!e->lanes[e->n_lanes].state) {
+      g_prefix_error (error, "lane %d of %d: ", e->n_lanes, lanes);
+      mrcnn_engine_free (e);
+      return NULL;
+    }
+  }
+  if (lanes > 1 && !(e->pool = g_thread_pool_new (lane_main, e, lanes - 1,
+              TRUE, error))) {
+    mrcnn_engine_free (e);
+    return NULL;
+  }
   mrcnn_engine_set_threads (e, options->threads);
   return e;
 }
@@ -190,11 +246,26 @@ mrcnn_engine_free (MrcnnEngine *e)
 {
   if (!e)
     return;
-  e->backend->destroy (e->state);
+  if (e->pool)
+    g_thread_pool_free (e->pool, TRUE, TRUE);
+  /* the lanes borrow the first's weights */
+  for (int i = e->n_lanes - 1; i >= 0; i--) {
+    if (e->lanes[i].state)
+      e->backend->destroy (e->lanes[i].state);
+    g_free (e->lanes[i].keep_class);
+  }
+  g_free (e->lanes);
+  g_mutex_clear (&e->batch.lock);
+  g_cond_clear (&e->batch.idle);
   g_free (e->keep_class);
-  g_free (e->frame_keep_class);
   g_free (e->dump_dir);
   g_free (e);
+}
+
+int
+mrcnn_engine_get_lanes (const MrcnnEngine *e)
+{
+  return e->n_lanes;
 }
 
 const char *
@@ -248,7 +319,7 @@ dump (MrcnnEngine *e, GError **error)
   }
   for (gsize i = 0; i < G_N_ELEMENTS (dump_names); i++) {
     MrcnnHostTensor t;
-    if (!e->backend->inspect (e->state, dump_names[i], &t))
+    if (!e->backend->inspect (e->lanes[0].state, dump_names[i], &t))
       continue;
     char *file = g_strconcat (dump_names[i], ".npy", NULL);
     char *path = g_build_filename (e->dump_dir, file, NULL);
@@ -264,12 +335,12 @@ dump (MrcnnEngine *e, GError **error)
 /* One stage, timed when asked: the device's queue is drained before the
  * clock stops, so the time is the stage's own. */
 static gboolean
-timed (MrcnnEngine *e, MrcnnStage stage, gboolean ok, gint64 *clock,
-    GError **error)
+timed (MrcnnEngine *e, gpointer state, MrcnnStage stage, gboolean ok,
+    gint64 *clock, GError **error)
 {
   if (!ok || !e->time_stages)
     return ok;
-  if (e->backend->synchronize && !e->backend->synchronize (e->state, error))
+  if (e->backend->synchronize && !e->backend->synchronize (state, error))
     return FALSE;
   gint64 now = g_get_monotonic_time ();
   e->stage_ms[stage] = (now - *clock) / 1000.0;
@@ -278,22 +349,22 @@ timed (MrcnnEngine *e, MrcnnStage stage, gboolean ok, gint64 *clock,
 }
 
 static gboolean
-run_stages (MrcnnEngine *e, const MrcnnImage *image,
+run_stages (MrcnnEngine *e, gpointer s, const MrcnnImage *image,
     const MrcnnGeometry *geometry, const MrcnnThresholds *thresholds,
     MrcnnResult *result, GError **error)
 {
   const MrcnnBackend *b = e->backend;
-  gpointer s = e->state;
   gint64 clock = g_get_monotonic_time ();
-  return timed (e, MRCNN_STAGE_PREPROCESS,
+  return timed (e, s, MRCNN_STAGE_PREPROCESS,
       b->preprocess (s, image, geometry, error), &clock, error)
-      && timed (e, MRCNN_STAGE_BACKBONE, b->backbone (s, error), &clock, error)
-      && timed (e, MRCNN_STAGE_PROPOSALS, b->proposals (s, error), &clock,
+      && timed (e, s, MRCNN_STAGE_BACKBONE, b->backbone (s, error), &clock,
       error)
-      && timed (e, MRCNN_STAGE_DETECT, b->detect (s, thresholds, error),
+      && timed (e, s, MRCNN_STAGE_PROPOSALS, b->proposals (s, error), &clock,
+      error)
+      && timed (e, s, MRCNN_STAGE_DETECT, b->detect (s, thresholds, error),
       &clock, error)
-      && timed (e, MRCNN_STAGE_MASKS, b->masks (s, error), &clock, error)
-      && timed (e, MRCNN_STAGE_PASTE,
+      && timed (e, s, MRCNN_STAGE_MASKS, b->masks (s, error), &clock, error)
+      && timed (e, s, MRCNN_STAGE_PASTE,
       b->paste (s, thresholds, result, error), &clock, error);
 }
 
@@ -309,12 +380,12 @@ mrcnn_engine_stage_times (const MrcnnEngine *e, double ms[MRCNN_N_STAGES])
 size_t
 mrcnn_engine_device_memory (const MrcnnEngine *e)
 {
-  return e->backend->device_memory ? e->backend->device_memory (e->state)
-      : 0;
+  return e->backend->device_memory
+      ? e->backend->device_memory (e->lanes[0].state) : 0;
 }
 
 static gboolean
-detect_one (MrcnnEngine *e, const MrcnnImage *image,
+detect_one (MrcnnEngine *e, MrcnnLane *lane, const MrcnnImage *image,
     const MrcnnThresholds *thresholds, MrcnnResult *result, GError **error)
 {
   if (!image->data || image->stride < 3 * image->width) {
@@ -330,7 +401,8 @@ detect_one (MrcnnEngine *e, const MrcnnImage *image,
   result->image_width = image->width;
   result->image_height = image->height;
   result->n_detections = 0;
-  if (!run_stages (e, image, &geometry, thresholds, result, error))
+  if (!run_stages (e, lane->state, image, &geometry, thresholds, result,
+          error))
     return FALSE;
   for (int i = 0; i < result->n_detections; i++)
     result->detections[i].label =
@@ -342,20 +414,62 @@ gboolean
 mrcnn_engine_detect (MrcnnEngine *e, const MrcnnImage *image,
     MrcnnResult *result, GError **error)
 {
-  return detect_one (e, image, &e->thresholds, result, error);
+  return detect_one (e, &e->lanes[0], image, &e->thresholds, result, error);
 }
 
-/* A frame's settings as the stages take them; the class filter is copied
- * into the engine's one buffer for it (valid until the next frame). */
+/* Frame i of the batch on a lane, with its settings (the class filter
+ * copied into the lane's buffer for it). */
 static gboolean
-frame_thresholds (MrcnnEngine *e, const MrcnnFrameSettings *f,
-    MrcnnThresholds *t, GError **error)
+detect_frame (MrcnnEngine *e, MrcnnLane *lane, int i, GError **error)
 {
-  if (!resolve_thresholds (&e->model->config, f->score_threshold,
-          f->nms_threshold, f->max_detections, f->mask_threshold, t, error))
-    return FALSE;
-  t->keep_class = class_filter (e, f->keep_class, &e->frame_keep_class);
-  return TRUE;
+  const MrcnnBatchRun *b = &e->batch;
+  MrcnnThresholds frame = e->thresholds;
+  if (b->settings) {
+    const MrcnnFrameSettings *f = &b->settings[i];
+    if (!resolve_thresholds (&e->model->config, f->score_threshold,
+            f->nms_threshold, f->max_detections, f->mask_threshold, &frame,
+            error))
+      return FALSE;
+    frame.keep_class = class_filter (e, f->keep_class, &lane->keep_class);
+  }
+  return detect_one (e, lane, &b->images[i], &frame, &b->results[i], error);
+}
+
+/* Claims the batch's frames one by one until none is left or one failed
+ * (on any lane); keeps the lowest failure's error. */
+static void
+lane_run (MrcnnEngine *e, MrcnnLane *lane)
+{
+  MrcnnBatchRun *b = &e->batch;
+  while (!g_atomic_int_get (&b->stop)) {
+    int i = g_atomic_int_add (&b->next, 1);
+    GError *error = NULL;
+    if (i >= b->n)
+      break;
+    if (detect_frame (e, lane, i, &error))
+      continue;
+    g_atomic_int_set (&b->stop, 1);
+    g_mutex_lock (&b->lock);
+    if (i < b->failed) {
+      g_clear_error (&b->error);
+      b->failed = i;
+      b->error = g_steal_pointer (&error);
+    }
+    g_mutex_unlock (&b->lock);
+    g_clear_error (&error);
+  }
+}
+
+/* A pool thread's turn in a batch. */
+static void
+lane_main (gpointer lane, gpointer engine)
+{
+  MrcnnEngine *e = engine;
+  lane_run (e, lane);
+  g_mutex_lock (&e->batch.lock);
+  if (--e->batch.busy == 0)
+    g_cond_signal (&e->batch.idle);
+  g_mutex_unlock (&e->batch.lock);
 }
 
 int
@@ -363,21 +477,27 @@ mrcnn_engine_detect_batch (MrcnnEngine *e, const MrcnnImage *images,
     const MrcnnFrameSettings *settings, int n, MrcnnResult *results,
     GError **error)
 {
-  for (int i = 0; i < n; i++) {
-    MrcnnThresholds frame;
-    const MrcnnThresholds *t = &e->thresholds;
-    if (settings && !frame_thresholds (e, &settings[i], &frame, error)) {
-      g_prefix_error (error, "frame %d of %d: ", i, n);
-      return i;
-    }
-    if (settings)
-      t = &frame;
-    if (!detect_one (e, &images[i], t, &results[i], error)) {
-      g_prefix_error (error, "frame %d of %d: ", i, n);
-      return i;
-    }
-  }
-  return n;
+  MrcnnBatchRun *b = &e->batch;
+  /* the dumps and stage times are of one frame at a time */
+  int lanes = e->dump_dir || e->time_stages ? 1 : CLAMP (n, 1, e->n_lanes);
+  b->images = images;
+  b->settings = settings;
+  b->results = results;
+  b->n = n;
+  b->next = b->stop = 0;
+  b->failed = n;
+  b->busy = lanes - 1;
+  for (int i = 1; i < lanes; i++)
+    g_thread_pool_push (e->pool, &e->lanes[i], NULL);
+  lane_run (e, &e->lanes[0]);
+  g_mutex_lock (&b->lock);
+  while (b->busy > 0)
+    g_cond_wait (&b->idle, &b->lock);
+  g_mutex_unlock (&b->lock);
+  if (b->failed < n)
+    g_propagate_prefixed_error (error, g_steal_pointer (&b->error),
+        "frame %d of %d: ", b->failed, n);
+  return b->failed;
 }
 
 void

@@ -2,8 +2,9 @@
  * synthetic test frame (paths in MRCNN_TEST_MODEL, MRCNN_TEST_IMAGE): each
  * frame of a batch (frames of two sizes, each with its own thresholds and
  * class filter) gives, bit for bit, what it gives alone on an engine set
- * to its settings; a frame that fails stops the batch there with an error
- * naming it, and the frames before it keep their results. */
+ * to its settings, run one after another or on lanes side by side; a
+ * frame that fails stops the batch there with an error naming it, and the
+ * frames before it keep their results. */
 #include <gdk-pixbuf/gdk-pixbuf.h>
 #include <string.h>
 
@@ -30,13 +31,17 @@ assert_same (const MrcnnResult *a, const MrcnnResult *b)
   }
 }
 
-/* The frame alone, on an engine of its own set to `settings`. */
+/* The frame alone, on an engine of its own set to `settings`, with a
+ * lane's threads. */
 static void
 detect_alone (const MrcnnImage *image, const MrcnnFrameSettings *settings,
-    MrcnnResult *result)
+    int threads, MrcnnResult *result)
 {
   GError *error = NULL;
-  MrcnnEngine *engine = mrcnn_engine_new (model, NULL, &error);
+  MrcnnOptions options;
+  mrcnn_options_init (&options);
+  options.threads = threads;
+  MrcnnEngine *engine = mrcnn_engine_new (model, &options, &error);
   g_assert_no_error (error);
   g_assert_true (mrcnn_engine_set_thresholds (engine,
           settings->score_threshold, settings->nms_threshold,
@@ -47,34 +52,58 @@ detect_alone (const MrcnnImage *image, const MrcnnFrameSettings *settings,
   mrcnn_engine_free (engine);
 }
 
+/* An engine with `lanes` lanes, on two threads: with one lane it has
+ * both, with more each has one. */
+static MrcnnEngine *
+engine_with_lanes (int lanes)
+{
+  MrcnnOptions options;
+  mrcnn_options_init (&options);
+  options.lanes = lanes;
+  options.threads = 2;
+  GError *error = NULL;
+  MrcnnEngine *engine = mrcnn_engine_new (model, &options, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (mrcnn_engine_get_lanes (engine), ==, MAX (lanes, 1));
+  return engine;
+}
+
+/* Four frames of two sizes with their own settings; the second and third
+ * repeated by a second batch (each lane's plans for both sizes kept). */
 static void
-test_frames_as_alone (void)
+test_frames_as_alone (gconstpointer lanes)
 {
   int n_classes = mrcnn_model_num_classes (model);
   gboolean *only_first = g_new0 (gboolean, n_classes);
   only_first[1] = TRUE;
-  MrcnnImage images[3] = {
+  MrcnnImage images[4] = {
     { pixels, width, height, stride },
     { pixels, width * 3 / 4, height * 3 / 4, stride },
     { pixels, width, height, stride },
+    { pixels, width * 3 / 4, height * 3 / 4, stride },
   };
-  MrcnnFrameSettings settings[3];
-  for (int i = 0; i < 3; i++)
+  MrcnnFrameSettings settings[4];
+  for (int i = 0; i < 4; i++)
     mrcnn_frame_settings_init (&settings[i]);
   settings[1].score_threshold = 0.1f;
   settings[1].max_detections = 3;
   settings[2].keep_class = only_first;
   settings[2].mask_threshold = 0.8f;
 
-  MrcnnResult batch[3], alone;
-  for (int i = 0; i < 3; i++)
+  MrcnnResult batch[4], again[2], lone, alone;
+  for (int i = 0; i < 4; i++)
     mrcnn_result_init (&batch[i]);
+  for (int i = 0; i < 2; i++)
+    mrcnn_result_init (&again[i]);
+  mrcnn_result_init (&lone);
   mrcnn_result_init (&alone);
   GError *error = NULL;
-  MrcnnEngine *engine = mrcnn_engine_new (model, NULL, &error);
+  MrcnnEngine *engine = engine_with_lanes (GPOINTER_TO_INT (lanes));
+  g_assert_cmpint (mrcnn_engine_detect_batch (engine, images, settings, 4,
+          batch, &error), ==, 4);
   g_assert_no_error (error);
-  g_assert_cmpint (mrcnn_engine_detect_batch (engine, images, settings, 3,
-          batch, &error), ==, 3);
+  g_assert_cmpint (mrcnn_engine_detect_batch (engine, images + 1,
+          settings + 1, 2, again, &error), ==, 2);
   g_assert_no_error (error);
   /* the settings took effect: many detections, the best 3, one class */
   g_assert_cmpint (batch[0].n_detections, >, 10);
@@ -83,19 +112,29 @@ test_frames_as_alone (void)
   g_assert_cmpint (batch[2].n_detections, <, batch[0].n_detections);
   for (int i = 0; i < batch[2].n_detections; i++)
     g_assert_cmpint (batch[2].detections[i].label_id, ==, 1);
-  for (int i = 0; i < 3; i++) {
-    detect_alone (&images[i], &settings[i], &alone);
+  g_assert_cmpint (batch[3].n_detections, >, 10);
+  /* the engine alone on a frame: the same again */
+  g_assert_true (mrcnn_engine_detect (engine, &images[0], &lone, &error));
+  assert_same (&batch[0], &lone);
+  int lane_threads = GPOINTER_TO_INT (lanes) > 1 ? 1 : 2;
+  for (int i = 0; i < 4; i++) {
+    detect_alone (&images[i], &settings[i], lane_threads, &alone);
     assert_same (&batch[i], &alone);
+    if (i == 1 || i == 2)
+      assert_same (&again[i - 1], &alone);
   }
   mrcnn_engine_free (engine);
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < 4; i++)
     mrcnn_result_clear (&batch[i]);
+  for (int i = 0; i < 2; i++)
+    mrcnn_result_clear (&again[i]);
+  mrcnn_result_clear (&lone);
   mrcnn_result_clear (&alone);
   g_free (only_first);
 }
 
 static void
-test_failing_frame (void)
+test_failing_frame (gconstpointer lanes)
 {
   MrcnnImage images[3] = {
     { pixels, width, height, stride },
@@ -106,8 +145,7 @@ test_failing_frame (void)
   for (int i = 0; i < 3; i++)
     mrcnn_result_init (&results[i]);
   GError *error = NULL;
-  MrcnnEngine *engine = mrcnn_engine_new (model, NULL, &error);
-  g_assert_no_error (error);
+  MrcnnEngine *engine = engine_with_lanes (GPOINTER_TO_INT (lanes));
   g_assert_cmpint (mrcnn_engine_detect_batch (engine, images, NULL, 3,
           results, &error), ==, 1);
   g_assert_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT);
@@ -131,6 +169,18 @@ test_failing_frame (void)
   mrcnn_engine_free (engine);
   for (int i = 0; i < 3; i++)
     mrcnn_result_clear (&results[i]);
+}
+
+static void
+test_lanes_out_of_range (void)
+{
+  MrcnnOptions options;
+  mrcnn_options_init (&options);
+  options.lanes = MRCNN_MAX_LANES + 1;
+  GError *error = NULL;
+  g_assert_null (mrcnn_engine_new (model, &options, &error));
+  g_assert_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
 }
 
 int
@@ -158,8 +208,16 @@ main (int argc, char **argv)
       gdk_pixbuf_get_byte_length (pixbuf));
   g_object_unref (pixbuf);
 
-  g_test_add_func ("/batch/frames-as-alone", test_frames_as_alone);
-  g_test_add_func ("/batch/failing-frame", test_failing_frame);
+  for (int lanes = 1; lanes <= 3; lanes++) {
+    char *path = g_strdup_printf ("/batch/lanes-%d/frames-as-alone", lanes);
+    g_test_add_data_func (path, GINT_TO_POINTER (lanes),
+        test_frames_as_alone);
+    g_free (path);
+    path = g_strdup_printf ("/batch/lanes-%d/failing-frame", lanes);
+    g_test_add_data_func (path, GINT_TO_POINTER (lanes), test_failing_frame);
+    g_free (path);
+  }
+  g_test_add_func ("/batch/lanes-out-of-range", test_lanes_out_of_range);
   int rc = g_test_run ();
   g_free (pixels);
   mrcnn_model_free (model);

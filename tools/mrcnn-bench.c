@@ -14,6 +14,7 @@ static char *shape;
 static char *size_text;
 static char *image_path;
 static int batch = 1;
+static int lanes = 1;
 static int iterations = 20;
 static int warmup = 3;
 static gboolean worst_case;
@@ -35,6 +36,9 @@ static const GOptionEntry entries[] = {
     "not with --size)", "PATH" },
   { "batch", 'n', 0, G_OPTION_ARG_INT, &batch,
     "Frames per call (default 1)", "N" },
+  { "lanes", 'l', 0, G_OPTION_ARG_INT, &lanes,
+    "CPU backend: frames of a call run side by side, each lane on "
+    "threads / N of the threads (default 1)", "N" },
   { "iterations", 'i', 0, G_OPTION_ARG_INT, &iterations,
     "Timed calls (default 20)", "N" },
   { "warmup", 'w', 0, G_OPTION_ARG_INT, &warmup,
@@ -126,6 +130,7 @@ main (int argc, char **argv)
     return rc;
   }
   options.time_stages = time_stages;
+  options.lanes = lanes;
   if (worst_case) {
     options.score_threshold = 0;
     options.max_detections = 100;
@@ -223,6 +228,8 @@ main (int argc, char **argv)
     json_builder_add_int_value (b, height);
     json_builder_set_member_name (b, "batch");
     json_builder_add_int_value (b, batch);
+    json_builder_set_member_name (b, "lanes");
+    json_builder_add_int_value (b, mrcnn_engine_get_lanes (engine));
     json_builder_set_member_name (b, "iterations");
     json_builder_add_int_value (b, iterations);
     json_builder_set_member_name (b, "worst_case");

@@ -72,17 +72,18 @@ plan (const MrcnnModel *m, Sizes *z)
 
 static void cpu_destroy (gpointer state);
 
-static gpointer
-cpu_create (const MrcnnModel *m, const MrcnnOptions *options, GError **error)
+/* A state with its own workspace; the weights and oneDNN's engine are
+ * first's where given. */
+static CpuState *
+state_new (const MrcnnModel *m, const CpuState *first, GError **error)
 {
-  (void) options;
   const MrcnnConfig *c = &m->config;
   Sizes z;
   plan (m, &z);
   CpuState *s = g_new0 (CpuState, 1);
   s->model = m;
   s->col_size = z.col;
-  if (!cpu_onednn_init (s, error)) {
+  if (!cpu_onednn_init (s, first, error)) {
     cpu_destroy (s);
     return NULL;
   }
@@ -187,6 +188,20 @@ cpu_create (const MrcnnModel *m, const MrcnnOptions *options, GError **error)
     return NULL;
   }
   return s;
+}
+
+static gpointer
+cpu_create (const MrcnnModel *m, const MrcnnOptions *options, GError **error)
+{
+  (void) options;
+  return state_new (m, NULL, error);
+}
+
+static gpointer
+cpu_create_lane (gpointer first, GError **error)
+{
+  const CpuState *f = first;
+  return state_new (f->model, f, error);
 }
 
 static void
@@ -339,15 +354,17 @@ default_threads (void)
 }
 
 static void
-cpu_set_threads (gpointer state, int threads)
+cpu_set_threads (gpointer state, int threads, int lanes)
 {
   CpuState *s = state;
-  s->threads = threads > 0 ? threads : default_threads ();
+  int total = threads > 0 ? threads : default_threads ();
+  s->threads = MAX (total / MAX (lanes, 1), 1);
 }
 
 const MrcnnBackend mrcnn_backend_cpu = {
   .name = "cpu",
   .create = cpu_create,
+  .create_lane = cpu_create_lane,
   .destroy = cpu_destroy,
   .preprocess = stage_preprocess,
   .backbone = stage_backbone,

@@ -2,7 +2,9 @@
  * primitives on activations in oneDNN's blocked layout (onednn.c), the FPN
  * maps reordered to NCHW for the heads, whose convolutions and fully
  * connected layers are oneDNN matrix products; everything else in plain C
- * (OpenMP where it is worth it).  One image at a time.  Stages
+ * (OpenMP where it is worth it).  A state runs one image at a time; an
+ * engine's lanes (create_lane) are states that run the frames of a batch
+ * side by side, sharing the weights.  Stages
  * whose arithmetic differs between torchvision and matterport have a
  * function per variant (the _matterport ones, MODEL_SPEC Part A). */
 #ifndef MRCNN_CPU_BACKEND_H
@@ -24,6 +26,17 @@ typedef struct {
   dnnl_primitive_t prim;
   dnnl_memory_t src, dst, weights, bias, scratch;
 } CpuPrim;
+
+/* The weights in the primitives' layouts, MrcnnConv -> GPtrArray of
+ * dnnl_memory_t (one per layout wanted), reordered by whichever lane first
+ * wants a layout and read by all of an engine's lanes (create_lane):
+ * `lock` guards the table and its arrays (plans are made while other lanes
+ * run); a weights object, once made, is only read.  The first lane owns it
+ * and is destroyed last. */
+typedef struct {
+  GMutex lock;
+  GHashTable *by_conv;
+} CpuWeights;
 
 /* Plans kept, for streams of a few frame sizes sharing an engine. */
 #define CPU_PLANS 4
@@ -54,10 +67,10 @@ typedef struct {
   float *taps_lambda;
   double *taps_w0, *taps_w1; /* matterport: skimage weights of i0, i0 + 1 */
 
-  /* oneDNN: the engine, its stream, the plans (the primitives of the
-   * backbone, FPN and RPN head for a padded size, onednn.c) and the
-   * weights in the primitives' layouts, MrcnnConv -> GPtrArray of
-   * dnnl_memory_t, one per layout wanted */
+  /* oneDNN: the engine (the first lane's), this lane's stream, its plans
+   * (the primitives of the backbone, FPN and RPN head for a padded size,
+   * onednn.c) and the weights in the primitives' layouts, shared by the
+   * lanes */
   dnnl_engine_t dnnl;
   dnnl_stream_t stream;
   dnnl_format_tag_t act_tag; /* activations' layout: nChw8c or nChw16c */
@@ -65,7 +78,8 @@ typedef struct {
   CpuPlan plans[CPU_PLANS];
   CpuPlan *plan;            /* this frame's */
   guint64 plan_clock;
-  GHashTable *weights;
+  CpuWeights *weights;
+  gboolean borrowed;        /* dnnl and weights are the first lane's */
   void *dnnl_scratch;       /* every primitive's scratchpad */
   size_t dnnl_scratch_size, dnnl_scratch_allocated;
   dnnl_status_t run_status; /* first failed run since the last check */
@@ -151,8 +165,10 @@ blocked_size (int c, size_t plane, int block)
   return (size_t) ((c + block - 1) / block) * block * plane;
 }
 
-/* oneDNN's engine and stream, and the activation layout (at creation). */
-gboolean cpu_onednn_init (CpuState *s, GError **error);
+/* oneDNN's engine, the weights' table and the activation layout (made for
+ * the first lane, first == NULL; else first's), and the lane's stream. */
+gboolean cpu_onednn_init (CpuState *s, const CpuState *first,
+    GError **error);
 void cpu_onednn_destroy (CpuState *s);
 /* s->plan: the plan for s->geometry's padded size and s->threads, made
  * unless kept (the least recently used of CPU_PLANS makes way); it also

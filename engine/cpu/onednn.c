@@ -7,8 +7,8 @@
  * Activations between them stay in the blocked layout of oneDNN's direct
  * convolutions on this CPU (nChw16c where it has AVX-512 kernels, else
  * nChw8c).  Weights are reordered into a primitive's layout once and shared
- * by every plan that wants that layout (s->weights).  Every primitive
- * shares one scratchpad, sized for the largest.
+ * by every plan and lane that wants that layout (s->weights).  Every
+ * primitive of a lane shares one scratchpad, sized for the largest.
  *
  * 3x3 stride-1 convolutions (most of the network's arithmetic) use
  * Winograd F(4x4, 3x3) where oneDNN has it (AVX-512): 2.3 times fewer
@@ -118,27 +118,29 @@ memory_destroy (gpointer memory)
 }
 
 /* conv's weights in the layout `want`: the loader's OIHW array where that
- * is the layout, else a copy reordered once, kept for every plan. */
+ * is the layout, else a copy reordered once, kept for every plan and lane
+ * (under the table's lock: another lane may be making a plan). */
 static dnnl_status_t
 layer_weights (CpuState *s, const MrcnnConv *conv,
     const dnnl_memory_desc_t *want, dnnl_memory_t *weights)
 {
-  dnnl_status_t st;
+  dnnl_status_t st = dnnl_success;
   dnnl_memory_t user_weights = NULL;
   dnnl_memory_desc_t user_weight_md;
   int k = conv->kernel;
   dnnl_dims_t weight_dims = { conv->out_channels, conv->in_channels, k, k };
-  GPtrArray *kept = g_hash_table_lookup (s->weights, conv);
+  g_mutex_lock (&s->weights->lock);
+  GPtrArray *kept = g_hash_table_lookup (s->weights->by_conv, conv);
   if (!kept) {
     kept = g_ptr_array_new_with_free_func (memory_destroy);
-    g_hash_table_insert (s->weights, (gpointer) conv, kept);
+    g_hash_table_insert (s->weights->by_conv, (gpointer) conv, kept);
   }
   for (guint i = 0; i < kept->len; i++) {
     const dnnl_memory_desc_t *md;
     TRY (dnnl_memory_get_memory_desc (kept->pdata[i], &md));
     if (dnnl_memory_desc_equal (md, want)) {
       *weights = kept->pdata[i];
-      return dnnl_success;
+      goto out;
     }
   }
   TRY (dnnl_memory_desc_init_by_tag (&user_weight_md, 4, weight_dims,
@@ -157,6 +159,7 @@ layer_weights (CpuState *s, const MrcnnConv *conv,
   }
   g_ptr_array_add (kept, *weights);
 out:
+  g_mutex_unlock (&s->weights->lock);
   if (user_weights)
     dnnl_memory_destroy (user_weights);
   return st;
@@ -329,15 +332,33 @@ clear_plan (const MrcnnModel *m, CpuPlan *plan)
   memset (plan, 0, sizeof *plan);
 }
 
+static void
+weights_free (CpuWeights *w)
+{
+  g_hash_table_unref (w->by_conv);
+  g_mutex_clear (&w->lock);
+  g_free (w);
+}
+
 gboolean
-cpu_onednn_init (CpuState *s, GError **error)
+cpu_onednn_init (CpuState *s, const CpuState *first, GError **error)
 {
   dnnl_status_t st;
-  s->weights = g_hash_table_new_full (NULL, NULL, NULL,
-      (GDestroyNotify) g_ptr_array_unref);
-  TRY (dnnl_engine_create (&s->dnnl, dnnl_cpu, 0));
+  if (first) {
+    s->borrowed = TRUE;
+    s->dnnl = first->dnnl;
+    s->weights = first->weights;
+    s->act_tag = first->act_tag;
+    s->block = first->block;
+  } else {
+    s->weights = g_new0 (CpuWeights, 1);
+    g_mutex_init (&s->weights->lock);
+    s->weights->by_conv = g_hash_table_new_full (NULL, NULL, NULL,
+        (GDestroyNotify) g_ptr_array_unref);
+    TRY (dnnl_engine_create (&s->dnnl, dnnl_cpu, 0));
+    TRY (choose_layout (s));
+  }
   TRY (dnnl_stream_create (&s->stream, s->dnnl, dnnl_stream_default_flags));
-  TRY (choose_layout (s));
 out:
   if (st != dnnl_success)
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_BACKEND,
@@ -350,10 +371,12 @@ cpu_onednn_destroy (CpuState *s)
 {
   for (int i = 0; i < CPU_PLANS; i++)
     clear_plan (s->model, &s->plans[i]);
-  g_clear_pointer (&s->weights, g_hash_table_unref);
   g_free (s->dnnl_scratch);
   if (s->stream)
     dnnl_stream_destroy (s->stream);
+  if (s->borrowed)
+    return;
+  g_clear_pointer (&s->weights, weights_free);
   if (s->dnnl)
     dnnl_engine_destroy (s->dnnl);
 }

@@ -39,6 +39,9 @@ typedef enum {
 typedef struct _MrcnnModel MrcnnModel;
 typedef struct _MrcnnEngine MrcnnEngine;
 
+/* Most MrcnnOptions.lanes an engine takes. */
+#define MRCNN_MAX_LANES 64
+
 /* Per-engine settings.  A negative threshold or count means "the model's
  * own value". */
 typedef struct {
@@ -60,9 +63,19 @@ typedef struct {
    * 0: OpenMP's own count (OMP_NUM_THREADS, else one per core).  Ignored
    * by the CUDA backend. */
   int threads;
+  /* CPU backend: how many frames of a batch (mrcnn_engine_detect_batch)
+   * run side by side, each lane with a workspace of its own (the weights
+   * are shared) and threads / lanes of the threads (at least one), always,
+   * also for a lone frame: how oneDNN computes a layer can depend on the
+   * thread count, and a frame's results depend only on the engine's
+   * settings, not on the frames beside it.  Pays where one frame does not
+   * keep every core busy (small models, many cores); each lane costs one
+   * more workspace.  0 or 1: one frame after another.  Other backends run
+   * one frame at a time. */
+  int lanes;
   /* Time each stage (mrcnn_engine_stage_times).  The engine then waits for
-   * the device after every stage, so that the times do not overlap: for
-   * profiling, not for production. */
+   * the device after every stage, so that the times do not overlap, and
+   * runs a batch's frames on one lane: for profiling, not for production. */
   gboolean time_stages;
 } MrcnnOptions;
 
@@ -149,6 +162,9 @@ MrcnnEngine *mrcnn_engine_new (const MrcnnModel *model,
     const MrcnnOptions *options, GError **error);
 void mrcnn_engine_free (MrcnnEngine *engine);
 const char *mrcnn_engine_backend_name (const MrcnnEngine *engine);
+/* The lanes a batch runs on (MrcnnOptions.lanes where the backend has
+ * them, else 1). */
+int mrcnn_engine_get_lanes (const MrcnnEngine *engine);
 
 gboolean mrcnn_engine_set_thresholds (MrcnnEngine *engine, float score,
     float nms, int max_detections, float mask, GError **error);
@@ -182,11 +198,12 @@ void mrcnn_frame_settings_init (MrcnnFrameSettings *settings);
 /* n images in, n results out (results[i] for images[i]), each frame with
  * settings[i] (settings NULL: the engine's for all).  Frames may differ in
  * size.  A frame's results are the same, bit for bit, as when it runs alone
- * with the same settings.  The CPU backend runs the frames one after another
- * through its workspace (batching frames does not speed up its matrix
- * products, docs/PERFORMANCE.md).  Returns how many frames, from the first,
- * have their results: n, or fewer with the error (naming the frame) of the
- * one after them. */
+ * with the same settings.  The CPU backend runs the frames on its lanes
+ * (MrcnnOptions.lanes), each lane one frame after another (batching
+ * frames does not speed up its matrix products, docs/PERFORMANCE.md).
+ * Returns how many frames, from the first, have their results: n, or fewer
+ * with the error (naming the frame) of the one after them (frames after
+ * that one may or may not have theirs). */
 int mrcnn_engine_detect_batch (MrcnnEngine *engine,
     const MrcnnImage *images, const MrcnnFrameSettings *settings, int n,
     MrcnnResult *results, GError **error);
