@@ -101,6 +101,7 @@ enum
   PROP_ENGINE_ID,
   PROP_BATCH_SIZE,
   PROP_BATCH_TIMEOUT,
+  PROP_LANES,
 };
 
 #define DEFAULT_BACKEND MRCNN_BACKEND_AUTO
@@ -115,6 +116,7 @@ enum
 #define DEFAULT_THREADS 0
 #define DEFAULT_BATCH_SIZE 1
 #define DEFAULT_BATCH_TIMEOUT (40 * GST_MSECOND)
+#define DEFAULT_LANES 1
 
 /* The worker's nice value in live mode (the streaming thread's: 0). */
 #define WORKER_NICE 10
@@ -387,6 +389,7 @@ load_settings_take (GstMaskRcnn *self, LoadSettings *s)
   /* an element of its own has one stream: its frames come one at a time */
   s->batch_size = s->engine_id ? self->batch_size : 1;
   s->batch_timeout = s->engine_id ? self->batch_timeout : 0;
+  s->options.lanes = s->engine_id ? self->lanes : 1;
   s->serial = self->settings_serial;
   GST_OBJECT_UNLOCK (self);
 }
@@ -567,10 +570,10 @@ shared_key (const LoadSettings *s)
 {
   return g_strdup_printf ("model=%s config=%s labels=%s backend=%d "
       "device-id=%d precision=%d batch-size=%u batch-timeout=%"
-      G_GUINT64_FORMAT, GST_STR_NULL (s->model_path),
+      G_GUINT64_FORMAT " lanes=%d", GST_STR_NULL (s->model_path),
       GST_STR_NULL (s->config_path), GST_STR_NULL (s->labels_path),
       s->options.backend, s->options.device_id, s->options.precision,
-      s->batch_size, s->batch_timeout);
+      s->batch_size, s->batch_timeout, s->options.lanes);
 }
 
 /* The analyzer s->engine_id names: the one running already, or one loaded
@@ -590,7 +593,7 @@ shared_acquire (const LoadSettings *s, GstResourceError *code,
     g_set_error (error, GST_RESOURCE_ERROR, *code, "engine-id \"%s\" runs "
         "%s; this element asks for %s.  Elements sharing an engine need the "
         "same model, config, labels, backend, device-id, precision, "
-        "batch-size and batch-timeout",
+        "batch-size, batch-timeout and lanes",
         s->engine_id, a->shared_key, key);
     a = NULL;
   } else if (a) {
@@ -781,6 +784,9 @@ gst_mask_rcnn_set_property (GObject *object, guint prop_id,
     case PROP_BATCH_TIMEOUT:
       self->batch_timeout = g_value_get_uint64 (value);
       break;
+    case PROP_LANES:
+      self->lanes = g_value_get_uint (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -882,6 +888,9 @@ gst_mask_rcnn_get_property (GObject *object, guint prop_id, GValue *value,
       break;
     case PROP_BATCH_TIMEOUT:
       g_value_set_uint64 (value, self->batch_timeout);
+      break;
+    case PROP_LANES:
+      g_value_set_uint (value, self->lanes);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -1718,8 +1727,8 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
       g_param_spec_string ("engine-id", "Engine ID",
           "maskrcnn elements of one process that give the same engine-id "
           "share one loaded model and engine (they must have the same model, "
-          "config, labels, backend, device-id, precision, batch-size and "
-          "batch-timeout: else an ERROR), "
+          "config, labels, backend, device-id, precision, batch-size, "
+          "batch-timeout and lanes: else an ERROR), "
           "so an extra stream costs only its own frame buffers; each keeps "
           "its own thresholds, classes, mode and interval.  Their frames run "
           "in batches of up to batch-size, oldest first.  Model settings of "
@@ -1731,10 +1740,10 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
           "batch of up to this many (every sharer must give the same "
           "value).  A frame waits at most batch-timeout for others to fill "
           "its batch, so a lone stream is not held back.  The CPU backend "
-          "runs a batch's frames one after another (no faster than one at a "
-          "time); a frame's results are the same in a batch as alone.  1: "
-          "each frame runs as it comes.  Without engine-id the element has "
-          "one stream and runs its frames one at a time", 1, 64,
+          "runs a batch's frames on its lanes (see lanes), each lane one "
+          "frame after another; a frame's results are the same in a batch "
+          "as alone.  1: each frame runs as it comes.  Without engine-id the "
+          "element has one stream and runs its frames one at a time", 1, 64,
           DEFAULT_BATCH_SIZE, rw | GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
       g_param_spec_uint64 ("batch-timeout", "Batch timeout",
@@ -1743,6 +1752,17 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
           "latency the element reports.  Every sharer of an engine-id must "
           "give the same value", 0, 10 * GST_SECOND, DEFAULT_BATCH_TIMEOUT,
           rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_LANES,
+      g_param_spec_uint ("lanes", "Lanes",
+          "CPU backend with engine-id: how many frames of a batch run side "
+          "by side, each lane with a workspace of its own (the weights are "
+          "shared) and threads / lanes of the threads (at least one), also "
+          "for a lone frame, so that results do not depend on the frames "
+          "beside it.  Pays with small models and many cores: set "
+          "batch-size to a multiple of it.  Every sharer of an engine-id "
+          "must give the same value.  Other backends and an element without "
+          "engine-id run one frame at a time", 1, MRCNN_MAX_LANES,
+          DEFAULT_LANES, rw | GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_LATENCY,
       g_param_spec_uint64 ("latency", "Latency",
           "Time the element adds to a live pipeline's latency (what it "
@@ -1798,6 +1818,7 @@ gst_mask_rcnn_init (GstMaskRcnn *self)
   self->threads = DEFAULT_THREADS;
   self->batch_size = DEFAULT_BATCH_SIZE;
   self->batch_timeout = DEFAULT_BATCH_TIMEOUT;
+  self->lanes = DEFAULT_LANES;
   self->earliest_time = GST_CLOCK_TIME_NONE;
   self->model_path = g_strdup (default_model_path ());
   g_mutex_init (&self->lock);

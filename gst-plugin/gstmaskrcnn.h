@@ -62,6 +62,7 @@ struct _GstMaskRcnn {
   gchar *engine_id;
   guint batch_size;
   GstClockTime batch_timeout;
+  guint lanes;
   gboolean thresholds_changed, classes_changed;
   guint settings_serial; /* bumped when a model property changes */
   gboolean reload_pending; /* a model property changed, the notifications

@@ -1071,35 +1071,51 @@ push_one (gpointer data)
   return NULL;
 }
 
-/* batch-size: the frames of three streams (two frame sizes, one with a
- * class filter) run as one batch, each with its element's settings; each
- * result is the same, bit for bit, as from an engine of the element's own.
- * The batch forms because it is full: its timeout is far longer than the
- * test.  A lone stream's frame waits no longer than batch-timeout. */
+/* The frame through an element of its own with `threads` (0: one per
+ * core), at `caps`. */
+static GstBuffer *
+own_output (const char *caps, GstBuffer *frame, int threads)
+{
+  gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s "
+      "threads=%d", model_path (), threads);
+  GstHarness *h = gst_harness_new_parse (desc);
+  gst_harness_set_src_caps_str (h, caps);
+  GstBuffer *out = process (h, frame);
+  gst_harness_teardown (h);
+  g_free (desc);
+  return out;
+}
+
+/* The frames of three streams (two frame sizes, one with a class filter)
+ * run as one batch of an engine-id with `lanes`, each with its element's
+ * settings; each result is the same, bit for bit, as from an engine of the
+ * element's own with a lane's threads (the elements ask for two).  The
+ * batch forms because it is full: its timeout is far longer than the
+ * test. */
 #define SMALL_W 480
 #define SMALL_H 352
-GST_START_TEST (test_shared_engine_batched)
+static void
+check_three_streams_batched (guint lanes)
 {
-  GstBuffer *ref_buffer = reference_output ();
+  int lane_threads = MAX (2 / (int) lanes, 1);
+  gchar *small_caps = g_strdup_printf ("video/x-raw,format=RGB,width=%d,"
+      "height=%d,framerate=30/1", SMALL_W, SMALL_H);
+  GstBuffer *frame = test_frame ();
+  GstBuffer *ref_buffer = own_output (RGB_CAPS, gst_buffer_ref (frame),
+      lane_threads);
   GstMaskRcnnMeta *ref = meta_of (ref_buffer);
   guint boxes = count_class (ref, "box");
   fail_unless (boxes > 0 && boxes < ref->n_detections);
-  gchar *small_caps = g_strdup_printf ("video/x-raw,format=RGB,width=%d,"
-      "height=%d,framerate=30/1", SMALL_W, SMALL_H);
-  gchar *own = g_strdup_printf ("maskrcnn mode=every-frame model=%s",
-      model_path ());
-  GstHarness *alone = gst_harness_new_parse (own);
-  gst_harness_set_src_caps_str (alone, small_caps);
-  GstBuffer *frame = test_frame ();
-  GstBuffer *small_ref = process (alone, cropped_frame (frame, SMALL_W,
-          SMALL_H));
+  GstBuffer *small_ref = own_output (small_caps, cropped_frame (frame,
+          SMALL_W, SMALL_H), lane_threads);
   fail_unless (meta_of (small_ref)->n_detections > 5);
-  gst_harness_teardown (alone);
 
   const char *batched = "maskrcnn mode=every-frame model=%s "
-      "engine-id=batch-test batch-size=3 batch-timeout=9000000000 %s";
-  gchar *all = g_strdup_printf (batched, model_path (), "");
-  gchar *only_boxes = g_strdup_printf (batched, model_path (), "classes=box");
+      "engine-id=batch-test-%u batch-size=3 batch-timeout=9000000000 "
+      "lanes=%u threads=2 %s";
+  gchar *all = g_strdup_printf (batched, model_path (), lanes, lanes, "");
+  gchar *only_boxes = g_strdup_printf (batched, model_path (), lanes, lanes,
+      "classes=box");
   StreamPush p[3] = {
     { harness_new (all), gst_buffer_ref (frame) },
     { harness_new (only_boxes), gst_buffer_ref (frame) },
@@ -1131,28 +1147,42 @@ GST_START_TEST (test_shared_engine_batched)
   }
   for (int i = 0; i < 3; i++)
     gst_harness_teardown (p[i].h);
+  g_free (all);
+  g_free (only_boxes);
+  g_free (small_caps);
+  gst_buffer_unref (frame);
+  gst_buffer_unref (small_ref);
+  gst_buffer_unref (ref_buffer);
+}
+
+/* batch-size, frames of a batch one after another; a lone stream's frame
+ * waits no longer than batch-timeout. */
+GST_START_TEST (test_shared_engine_batched)
+{
+  check_three_streams_batched (1);
 
   /* alone at an engine that batches: its frame waits batch-timeout */
+  GstBuffer *ref_buffer = reference_output ();
   gchar *lone = g_strdup_printf ("maskrcnn mode=every-frame model=%s "
       "engine-id=lone-test batch-size=4 batch-timeout=300000000",
       model_path ());
   GstHarness *h = harness_new (lone);
   for (int i = 0; i < 2; i++) {
-    GstBuffer *out = process (h, gst_buffer_ref (frame));
-    fail_unless (same_detections (ref, meta_of (out)));
+    GstBuffer *out = process (h, test_frame ());
+    fail_unless (same_detections (meta_of (ref_buffer), meta_of (out)));
     fail_unless (meta_of (out)->inference_time >= 300 * GST_MSECOND);
     gst_buffer_unref (out);
   }
   gst_harness_teardown (h);
-
   g_free (lone);
-  g_free (all);
-  g_free (only_boxes);
-  g_free (own);
-  g_free (small_caps);
-  gst_buffer_unref (frame);
-  gst_buffer_unref (small_ref);
   gst_buffer_unref (ref_buffer);
+}
+GST_END_TEST;
+
+/* lanes=2: a batch's frames side by side, results as alone. */
+GST_START_TEST (test_shared_engine_lanes)
+{
+  check_three_streams_batched (2);
 }
 GST_END_TEST;
 
@@ -1177,7 +1207,15 @@ GST_START_TEST (test_shared_engine_mismatch)
       "model=%s batch-size=2 ! fakesink", model_path ());
   text = pipeline_error (other);
   fail_unless (text && strstr (text, "batch-size=2")
-      && strstr (text, "batch-size and batch-timeout"), "%s", text);
+      && strstr (text, "batch-size, batch-timeout and lanes"), "%s", text);
+  g_free (text);
+  g_free (other);
+  /* and with other lanes */
+  other = g_strdup_printf (SOURCE "maskrcnn engine-id=mismatch-test "
+      "model=%s lanes=2 ! fakesink", model_path ());
+  text = pipeline_error (other);
+  fail_unless (text && strstr (text, "lanes=2") && strstr (text, "lanes=1"),
+      "%s", text);
   g_free (text);
   g_free (other);
   gst_harness_teardown (h);
@@ -1219,6 +1257,7 @@ maskrcnn_suite (void)
   tcase_add_test (tc, test_model_swap_while_playing);
   tcase_add_test (tc, test_shared_engine);
   tcase_add_test (tc, test_shared_engine_batched);
+  tcase_add_test (tc, test_shared_engine_lanes);
   tcase_add_test (tc, test_shared_engine_mismatch);
   return s;
 }
