@@ -67,7 +67,8 @@
  * the frames of the other workers with its own, each with its element's
  * thresholds and classes, and wakes them.  The queue, the running flag and
  * the batch results are under the analyzer's run_lock, taken alone; the
- * engine itself belongs to the worker running a batch (one at a time). */
+ * engine itself belongs to the worker running a batch (one at a time; the
+ * threads of the engine's lanes are its own, engine.c). */
 
 GST_DEBUG_CATEGORY_STATIC (gst_mask_rcnn_debug);
 #define GST_CAT_DEFAULT gst_mask_rcnn_debug
