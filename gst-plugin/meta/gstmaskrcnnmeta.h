@@ -19,10 +19,11 @@
  * introspection scanner reads: for bindings they are not writable and
  * read as placeholders; for C they are public, as above.
  *
- * Applications only read the meta; the producer fills it.  (Bindings can
- * write the scalar fields, which GObject-Introspection cannot make
- * read-only: a wrong n_detections or mask size would send every reader out
- * of bounds.)
+ * Applications only read the meta; the producer fills it.  For bindings
+ * the installed typelib marks every field read-only but track_id
+ * (meta/gir_read_only.py: g-ir-scanner has no annotation for it), since a
+ * wrong n_detections or mask size would send every reader out of bounds;
+ * PyGObject still replaces string fields (the old string leaks).
  */
 #ifndef GST_MASK_RCNN_META_H
 #define GST_MASK_RCNN_META_H

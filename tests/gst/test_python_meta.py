@@ -388,8 +388,68 @@ def case_tracked(model, image):
           f"{[len(i) for i in ids]} detections, ids {ids[0][:8] if ids else []}...")
 
 
+def write_attempts(obj, fields, where):
+    """Writes a wrong value into each field: every write must be refused with
+    an exception and leave the value as it was.  Returns the failures."""
+    bad = []
+    for name in fields:
+        before = getattr(obj, name)
+        wrong = {bool: not before, int: 2 ** 31 - 1, float: 1e9, str: "x"}.get(
+            type(before), "x")
+        try:
+            setattr(obj, name, wrong)
+            bad.append(f"{where}.{name} written")
+        except Exception:  # noqa: BLE001 - refusing is what we want
+            pass
+        if getattr(obj, name) != before:
+            bad.append(f"{where}.{name} changed to {getattr(obj, name)!r}")
+    return bad
+
+
+# PyGObject writes string fields whatever the typelib says (the old string
+# leaks; nothing is read out of bounds)
+STRING_FIELDS = ("class_name", "stream_id", "model_name")
+
+
+def case_read_only(model, image):
+    """The meta's fields are read-only for bindings (a wrong n_detections or
+    mask size would send every later reader, maskrcnnoverlay here, out of
+    bounds): a probe's writes are refused with an exception and change
+    nothing, the overlay downstream draws every frame; track_id alone is
+    writable (an application's own tracker sets it)."""
+    Gst, GstMaskRcnn = load()
+    results = []
+
+    def on_buffer(buffer):
+        meta = GstMaskRcnn.buffer_get_mask_rcnn_meta(buffer)
+        if not check("frame has a meta", meta is not None and meta.get_n_detections() > 0):
+            return
+        bad = write_attempts(meta, [f for f in META_FIELDS if f not in STRING_FIELDS],
+                             "meta")
+        d = meta.get_detection(0)
+        bad += write_attempts(d, [f for f in DETECTION_FIELDS
+                                  if f not in STRING_FIELDS + ("track_id",)], "detection")
+        d.track_id = 77
+        results.append((bad, d.get_track_id(), meta.get_n_detections(),
+                        len(d.get_mask() or b""), d.mask_width * d.mask_height))
+
+    run_pipeline(Gst, source(image).format(model=model)
+                 + " ! maskrcnnoverlay ! fakesink",
+                 {"detector": ("src", guarded(on_buffer))})
+    bad = [b for r in results for b in r[0]]
+    check("writes to every field but track_id and the strings refused, values unchanged; "
+          "the overlay "
+          "downstream drew both frames", len(results) == 2 and not bad
+          and all(r[3] == r[4] for r in results),
+          "; ".join(bad[:4]) or f"{results[0][2] if results else 0} detections, "
+          f"masks {results[0][3] if results else 0} bytes")
+    check("track_id is writable", all(r[1] == 77 for r in results) and len(results) == 2,
+          f"{[r[1] for r in results]}")
+
+
 CASES = {
     "fields": (case_fields, ()),
+    "read-only": (case_read_only, ()),
     "tracked": (case_tracked, ()),
     "copy-and-scale": (case_copy_and_scale, ()),
     "made-in-python": (case_made_in_python, ()),
