@@ -1521,7 +1521,8 @@ attach_results (GstMaskRcnn *self, GstBuffer *buffer, guint64 frame_number)
             "y_max", G_TYPE_DOUBLE, (double) d->box[3] / r->image_height,
             "confidence", G_TYPE_DOUBLE, (double) d->score,
             "label_id", G_TYPE_INT, d->label_id,
-            "label", G_TYPE_STRING, name, NULL));
+            "label", G_TYPE_STRING, name,
+            "model", G_TYPE_STRING, self->latest.analyzer->name, NULL));
   }
   g_mutex_unlock (&self->lock);
 }

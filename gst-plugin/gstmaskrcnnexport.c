@@ -228,28 +228,51 @@ add_detection_members (JsonBuilder *b, const GstMaskRcnnMeta *meta,
   add_segmentation (b, meta, d, encoding);
 }
 
-/* One MOTChallenge line per tracked detection of the frame. */
-static gboolean
-write_mot_lines (GstMaskRcnnExport *self, guint64 frame,
-    const GstMaskRcnnMeta *meta)
+/* The frame's next GstMaskRcnnMeta (one per chained maskrcnn element, in
+ * their order), from *state (NULL at first); NULL after the last. */
+static const GstMaskRcnnMeta *
+next_meta (GstBuffer *buffer, gpointer *state)
 {
-  if (!meta)
-    return TRUE;
+  return (const GstMaskRcnnMeta *) gst_buffer_iterate_meta_filtered (buffer,
+      state, GST_MASK_RCNN_META_API_TYPE);
+}
+
+/* Where a frame carries the results of several models, each detection
+ * says which. */
+static void
+add_model_member (JsonBuilder *b, const GstMaskRcnnMeta *meta,
+    gboolean several)
+{
+  if (!several || !meta->model_name)
+    return;
+  json_builder_set_member_name (b, "model");
+  json_builder_add_string_value (b, meta->model_name);
+}
+
+/* One MOTChallenge line per tracked detection of the frame (of every
+ * model: maskrcnntracker's ids are unique in the stream). */
+static gboolean
+write_mot_lines (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer)
+{
   GString *text = g_string_new (NULL);
-  for (guint i = 0; i < meta->n_detections; i++) {
-    const GstMaskRcnnDetection *d = &meta->detections[i];
-    if (!d->track_id)
-      continue;
-    gchar x[G_ASCII_DTOSTR_BUF_SIZE], y[G_ASCII_DTOSTR_BUF_SIZE],
-        w[G_ASCII_DTOSTR_BUF_SIZE], h[G_ASCII_DTOSTR_BUF_SIZE],
-        score[G_ASCII_DTOSTR_BUF_SIZE];
-    g_string_append_printf (text, "%" G_GUINT64_FORMAT ",%" G_GUINT64_FORMAT
-        ",%s,%s,%s,%s,%s,-1,-1,-1\n", frame + 1, d->track_id,
-        g_ascii_formatd (x, sizeof x, "%.2f", d->x),
-        g_ascii_formatd (y, sizeof y, "%.2f", d->y),
-        g_ascii_formatd (w, sizeof w, "%.2f", d->width),
-        g_ascii_formatd (h, sizeof h, "%.2f", d->height),
-        g_ascii_formatd (score, sizeof score, "%.4f", d->score));
+  gpointer state = NULL;
+  const GstMaskRcnnMeta *meta;
+  while ((meta = next_meta (buffer, &state))) {
+    for (guint i = 0; i < meta->n_detections; i++) {
+      const GstMaskRcnnDetection *d = &meta->detections[i];
+      if (!d->track_id)
+        continue;
+      gchar x[G_ASCII_DTOSTR_BUF_SIZE], y[G_ASCII_DTOSTR_BUF_SIZE],
+          w[G_ASCII_DTOSTR_BUF_SIZE], h[G_ASCII_DTOSTR_BUF_SIZE],
+          score[G_ASCII_DTOSTR_BUF_SIZE];
+      g_string_append_printf (text, "%" G_GUINT64_FORMAT ",%"
+          G_GUINT64_FORMAT ",%s,%s,%s,%s,%s,-1,-1,-1\n", frame + 1,
+          d->track_id, g_ascii_formatd (x, sizeof x, "%.2f", d->x),
+          g_ascii_formatd (y, sizeof y, "%.2f", d->y),
+          g_ascii_formatd (w, sizeof w, "%.2f", d->width),
+          g_ascii_formatd (h, sizeof h, "%.2f", d->height),
+          g_ascii_formatd (score, sizeof score, "%.4f", d->score));
+    }
   }
   gboolean ok = text->len == 0
       || write_flushed (self, self->file, self->path, text->str, FALSE);
@@ -257,9 +280,10 @@ write_mot_lines (GstMaskRcnnExport *self, guint64 frame,
   return ok;
 }
 
+/* The frame's line; its repeated and result_pts are the first model's. */
 static gboolean
 write_frame_line (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer,
-    const GstMaskRcnnMeta *meta)
+    const GstMaskRcnnMeta *meta, gboolean several)
 {
   JsonBuilder *b = json_builder_new ();
   json_builder_begin_object (b);
@@ -287,13 +311,18 @@ write_frame_line (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer,
       json_builder_add_null_value (b);
     json_builder_set_member_name (b, "detections");
     json_builder_begin_array (b);
-    for (guint i = 0; i < meta->n_detections; i++) {
-      const GstMaskRcnnDetection *d = &meta->detections[i];
-      json_builder_begin_object (b);
-      json_builder_set_member_name (b, "label");
-      json_builder_add_string_value (b, d->class_name);
-      add_detection_members (b, meta, d, self->active_encoding);
-      json_builder_end_object (b);
+    gpointer state = NULL;
+    const GstMaskRcnnMeta *m;
+    while ((m = next_meta (buffer, &state))) {
+      for (guint i = 0; i < m->n_detections; i++) {
+        const GstMaskRcnnDetection *d = &m->detections[i];
+        json_builder_begin_object (b);
+        json_builder_set_member_name (b, "label");
+        json_builder_add_string_value (b, d->class_name);
+        add_detection_members (b, m, d, self->active_encoding);
+        add_model_member (b, m, several);
+        json_builder_end_object (b);
+      }
     }
     json_builder_end_array (b);
   }
@@ -312,19 +341,25 @@ write_frame_line (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer,
 }
 
 static void
-add_results (GstMaskRcnnExport *self, guint64 frame,
-    const GstMaskRcnnMeta *meta)
+add_results (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer,
+    gboolean several)
 {
-  for (guint i = 0; i < meta->n_detections; i++) {
-    JsonBuilder *b = json_builder_new ();
-    json_builder_begin_object (b);
-    json_builder_set_member_name (b, "image_id");
-    json_builder_add_int_value (b, (gint64) frame);
-    add_detection_members (b, meta, &meta->detections[i],
-        self->active_encoding);
-    json_builder_end_object (b);
-    json_array_add_element (self->results, json_builder_get_root (b));
-    g_object_unref (b);
+  gpointer state = NULL;
+  const GstMaskRcnnMeta *meta;
+  while ((meta = next_meta (buffer, &state))) {
+    for (guint i = 0; i < meta->n_detections; i++) {
+      JsonBuilder *b = json_builder_new ();
+      json_builder_begin_object (b);
+      json_builder_set_member_name (b, "image_id");
+      json_builder_add_int_value (b, (gint64) frame);
+      add_detection_members (b, meta, &meta->detections[i],
+          self->active_encoding);
+      add_model_member (b, meta, several);
+      json_builder_end_object (b);
+      json_array_add_element (self->results, json_builder_get_root (b));
+      g_object_unref (b);
+      self->pending = TRUE;
+    }
   }
 }
 
@@ -473,10 +508,13 @@ static GstFlowReturn
 gst_mask_rcnn_export_transform_ip (GstBaseTransform *trans, GstBuffer *buffer)
 {
   GstMaskRcnnExport *self = GST_MASK_RCNN_EXPORT (trans);
-  const GstMaskRcnnMeta *meta = gst_buffer_get_mask_rcnn_meta (buffer);
   guint64 frame = self->frame++;
-
-  if (meta) {
+  const GstMaskRcnnMeta *first = NULL, *meta;
+  gpointer state = NULL;
+  guint n_metas = 0;
+  while ((meta = next_meta (buffer, &state))) {
+    first = first ? first : meta;
+    n_metas++;
     for (guint i = 0; i < meta->n_detections; i++) {
       const GstMaskRcnnDetection *d = &meta->detections[i];
       gpointer id = GINT_TO_POINTER (d->class_id);
@@ -487,14 +525,12 @@ gst_mask_rcnn_export_transform_ip (GstBaseTransform *trans, GstBuffer *buffer)
     }
   }
   if (self->active_format == GST_MASK_RCNN_EXPORT_FORMAT_JSONL)
-    return write_frame_line (self, frame, buffer, meta) ? GST_FLOW_OK
-        : GST_FLOW_ERROR;
+    return write_frame_line (self, frame, buffer, first, n_metas > 1)
+        ? GST_FLOW_OK : GST_FLOW_ERROR;
   if (self->active_format == GST_MASK_RCNN_EXPORT_FORMAT_MOT)
-    return write_mot_lines (self, frame, meta) ? GST_FLOW_OK : GST_FLOW_ERROR;
-  if (meta && meta->n_detections > 0) {
-    add_results (self, frame, meta);
-    self->pending = TRUE;
-  }
+    return write_mot_lines (self, frame, buffer) ? GST_FLOW_OK
+        : GST_FLOW_ERROR;
+  add_results (self, frame, buffer, n_metas > 1);
   return GST_FLOW_OK;
 }
 

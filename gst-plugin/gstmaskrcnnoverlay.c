@@ -3,8 +3,9 @@
  * @title: maskrcnnoverlay
  *
  * Draws the detections that maskrcnn attached to each frame
- * (#GstMaskRcnnMeta): masks blended in a colour per class (or per track,
- * after maskrcnntracker), mask contours, boxes and "class score" labels
+ * (#GstMaskRcnnMeta; behind chained maskrcnn elements, every model's, each
+ * model's classes in other colours): masks blended in a colour per class
+ * (or per track, after maskrcnntracker), mask contours, boxes and "class score" labels
  * ("#id class score" for tracked objects).  Works in place in every format maskrcnn
  * takes; NV12 and I420 are drawn in YUV (chroma samples blend by how much
  * of them a mask covers).  Frames without the meta pass untouched.
@@ -83,11 +84,13 @@ typedef struct {
   float c[3];
 } FrameColour;
 
-/* Stable, well separated colours: hues a golden-ratio step apart. */
+/* Stable, well separated colours: hues a golden-ratio step apart, the
+ * wheel turned by shift (a fraction of a turn) for another model's
+ * classes. */
 static void
-index_rgb (guint64 index, float rgb[3])
+index_rgb (guint64 index, float shift, float rgb[3])
 {
-  float h = fmodf ((float) index * 0.618034f, 1.0f) * 6.0f, s = 0.8f,
+  float h = fmodf ((float) index * 0.618034f + shift, 1.0f) * 6.0f, s = 0.8f,
       v = 0.95f;
   int i = (int) h;
   float f = h - i, p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1
@@ -236,61 +239,46 @@ draw_label (GstMaskRcnnOverlay *self, GstVideoFrame *frame,
   g_free (text);
 }
 
-static GstFlowReturn
-gst_mask_rcnn_overlay_transform_frame_ip (GstVideoFilter *filter,
-    GstVideoFrame *frame)
+/* What the properties ask for, taken once a frame. */
+typedef struct {
+  gboolean masks, contours, boxes, labels, by_track;
+  float alpha;
+  int line;
+  FrameColour ink_light, ink_dark;
+} Style;
+
+/* The detections of one meta, the k-th on the frame (chained maskrcnn
+ * elements: each model's classes in other colours). */
+static void
+draw_meta (GstMaskRcnnOverlay *self, GstVideoFrame *frame,
+    const GstMaskRcnnMeta *meta, guint k, const Style *style)
 {
-  GstMaskRcnnOverlay *self = GST_MASK_RCNN_OVERLAY (filter);
-  GstMaskRcnnMeta *meta = gst_buffer_get_mask_rcnn_meta (frame->buffer);
-  if (!meta || meta->n_detections == 0)
-    return GST_FLOW_OK;
   if (meta->frame_width != (guint) GST_VIDEO_FRAME_WIDTH (frame)
       || meta->frame_height != (guint) GST_VIDEO_FRAME_HEIGHT (frame)) {
     GST_WARNING_OBJECT (self, "detections for %ux%u on a %dx%d frame: not "
         "drawn", meta->frame_width, meta->frame_height,
         GST_VIDEO_FRAME_WIDTH (frame), GST_VIDEO_FRAME_HEIGHT (frame));
-    return GST_FLOW_OK;
+    return;
   }
-
-  GST_OBJECT_LOCK (self);
-  gboolean masks = self->draw_masks, contours = self->draw_contours;
-  gboolean boxes = self->draw_boxes, labels = self->draw_labels;
-  float alpha = self->mask_alpha;
-  int line = self->line_width;
-  gboolean by_track = self->colour_by == GST_MASK_RCNN_OVERLAY_COLOUR_TRACK;
-  GST_OBJECT_UNLOCK (self);
-  int height = GST_VIDEO_FRAME_HEIGHT (frame);
-  if (line == 0)
-    line = MAX (2, height / 360);
-  int font_px = MAX (12, height / 40);
-  if (labels && font_px != self->font_px) {
-    PangoFontDescription *font =
-        pango_font_description_from_string ("Sans Bold");
-    pango_font_description_set_absolute_size (font, font_px * PANGO_SCALE);
-    pango_layout_set_font_description (self->layout, font);
-    pango_font_description_free (font);
-    self->font_px = font_px;
-  }
-  static const float white[3] = { 1, 1, 1 }, black[3] = { 0, 0, 0 };
-  FrameColour ink_light = frame_colour (&frame->info, white);
-  FrameColour ink_dark = frame_colour (&frame->info, black);
-
+  int line = style->line;
   /* lowest score first, so the most confident instance ends up on top */
   for (int i = meta->n_detections - 1; i >= 0; i--) {
     const GstMaskRcnnDetection *d = &meta->detections[i];
     float rgb[3];
-    index_rgb (by_track && d->track_id ? d->track_id : (guint64) d->class_id,
-        rgb);
+    if (style->by_track && d->track_id)
+      index_rgb (d->track_id, 0.0f, rgb);
+    else
+      index_rgb ((guint64) d->class_id, 0.5f * k, rgb);
     FrameColour colour = frame_colour (&frame->info, rgb);
-    if (masks && d->mask) {
+    if (style->masks && d->mask) {
       paint (frame, &colour, d->mask_x, d->mask_y, d->mask_width,
-          d->mask_height, d->mask, d->mask_width, alpha);
-      if (contours)
+          d->mask_height, d->mask, d->mask_width, style->alpha);
+      if (style->contours)
         paint (frame, &colour, d->mask_x, d->mask_y, d->mask_width,
             d->mask_height, contour_map (self, d, MAX (1, line / 2)),
             d->mask_width, 1.0f);
     }
-    if (boxes) {
+    if (style->boxes) {
       int x0 = (int) floorf (d->x), y0 = (int) floorf (d->y);
       int x1 = (int) ceilf (d->x + d->width), y1 = (int) ceilf (d->y
           + d->height);
@@ -301,13 +289,56 @@ gst_mask_rcnn_overlay_transform_frame_ip (GstVideoFilter *filter,
       paint (frame, &colour, x1 - t, y0 + t, t, y1 - y0 - 2 * t, NULL, 0,
           1.0f);
     }
-    if (labels) {
+    if (style->labels) {
       /* dark text on light colours, light text on dark ones */
       float luma = 0.299f * rgb[0] + 0.587f * rgb[1] + 0.114f * rgb[2];
-      draw_label (self, frame, d, &colour, luma > 0.6f ? &ink_dark
-          : &ink_light);
+      draw_label (self, frame, d, &colour, luma > 0.6f ? &style->ink_dark
+          : &style->ink_light);
     }
   }
+}
+
+static GstFlowReturn
+gst_mask_rcnn_overlay_transform_frame_ip (GstVideoFilter *filter,
+    GstVideoFrame *frame)
+{
+  GstMaskRcnnOverlay *self = GST_MASK_RCNN_OVERLAY (filter);
+  if (!gst_buffer_get_mask_rcnn_meta (frame->buffer))
+    return GST_FLOW_OK;
+
+  Style style;
+  GST_OBJECT_LOCK (self);
+  style.masks = self->draw_masks;
+  style.contours = self->draw_contours;
+  style.boxes = self->draw_boxes;
+  style.labels = self->draw_labels;
+  style.alpha = self->mask_alpha;
+  style.line = self->line_width;
+  style.by_track = self->colour_by == GST_MASK_RCNN_OVERLAY_COLOUR_TRACK;
+  GST_OBJECT_UNLOCK (self);
+  int height = GST_VIDEO_FRAME_HEIGHT (frame);
+  if (style.line == 0)
+    style.line = MAX (2, height / 360);
+  int font_px = MAX (12, height / 40);
+  if (style.labels && font_px != self->font_px) {
+    PangoFontDescription *font =
+        pango_font_description_from_string ("Sans Bold");
+    pango_font_description_set_absolute_size (font, font_px * PANGO_SCALE);
+    pango_layout_set_font_description (self->layout, font);
+    pango_font_description_free (font);
+    self->font_px = font_px;
+  }
+  static const float white[3] = { 1, 1, 1 }, black[3] = { 0, 0, 0 };
+  style.ink_light = frame_colour (&frame->info, white);
+  style.ink_dark = frame_colour (&frame->info, black);
+
+  /* every model's, in the order they were added */
+  gpointer state = NULL;
+  GstMeta *m;
+  guint k = 0;
+  while ((m = gst_buffer_iterate_meta_filtered (frame->buffer, &state,
+              GST_MASK_RCNN_META_API_TYPE)))
+    draw_meta (self, frame, (const GstMaskRcnnMeta *) m, k++, &style);
   return GST_FLOW_OK;
 }
 

@@ -23,6 +23,10 @@
  * results were computed on.  Tracks start again (ids from 1) at a flush,
  * a new stream and a caps change.
  *
+ * Behind chained maskrcnn elements (a frame with a #GstMaskRcnnMeta of
+ * each model), each model's detections are tracked on their own (told
+ * apart by `model_name`), with ids unique in the stream.
+ *
  * |[
  * gst-launch-1.0 v4l2src ! videoconvert ! maskrcnn model=model.safetensors \
  *   ! maskrcnntracker ! maskrcnnoverlay colour-by=track ! videoconvert \
@@ -86,34 +90,68 @@ GST_ELEMENT_REGISTER_DEFINE_WITH_CODE (maskrcnntracker, "maskrcnntracker",
         0, "Mask R-CNN instance tracker"));
 
 /* Every track is forgotten: a new stream, a seek, other caps. */
+/* The tracks of one model's detections. */
+typedef struct {
+  gchar *model_name;      /* the metas' model_name (NULL: unknown) */
+  guint occurrence;       /* which of the frame's metas of that model */
+  MaskTracker *tracker;
+  gboolean have_results;
+  guint64 results_frame;  /* result_frame_number of the last update */
+  GArray *ids;            /* guint64, the track id of each of its detections */
+} ModelTracks;
+
+static void
+model_tracks_free (gpointer data)
+{
+  ModelTracks *m = data;
+  g_free (m->model_name);
+  mask_tracker_free (m->tracker);
+  g_array_unref (m->ids);
+  g_free (m);
+}
+
+/* The tracks of the occurrence-th meta of model_name on a frame, made at
+ * its first results. */
+static ModelTracks *
+model_tracks (GstMaskRcnnTracker *self, const gchar *model_name,
+    guint occurrence)
+{
+  for (guint i = 0; i < self->models->len; i++) {
+    ModelTracks *m = g_ptr_array_index (self->models, i);
+    if (g_strcmp0 (m->model_name, model_name) == 0
+        && m->occurrence == occurrence)
+      return m;
+  }
+  ModelTracks *m = g_new0 (ModelTracks, 1);
+  m->model_name = g_strdup (model_name);
+  m->occurrence = occurrence;
+  GST_OBJECT_LOCK (self);
+  m->tracker = mask_tracker_new (&self->settings, &self->next_id);
+  GST_OBJECT_UNLOCK (self);
+  m->ids = g_array_new (FALSE, TRUE, sizeof (guint64));
+  g_ptr_array_add (self->models, m);
+  return m;
+}
+
 static void
 restart (GstMaskRcnnTracker *self, const gchar *why)
 {
   GST_DEBUG_OBJECT (self, "tracks start again: %s", why);
-  if (self->tracker)
-    mask_tracker_reset (self->tracker);
-  self->have_results = FALSE;
-  g_array_set_size (self->ids, 0);
+  g_ptr_array_set_size (self->models, 0);
+  self->next_id = 1;
 }
 
 static gboolean
 gst_mask_rcnn_tracker_start (GstBaseTransform *trans)
 {
-  GstMaskRcnnTracker *self = GST_MASK_RCNN_TRACKER (trans);
-  GST_OBJECT_LOCK (self);
-  self->tracker = mask_tracker_new (&self->settings);
-  GST_OBJECT_UNLOCK (self);
-  restart (self, "start");
+  restart (GST_MASK_RCNN_TRACKER (trans), "start");
   return TRUE;
 }
 
 static gboolean
 gst_mask_rcnn_tracker_stop (GstBaseTransform *trans)
 {
-  GstMaskRcnnTracker *self = GST_MASK_RCNN_TRACKER (trans);
-  g_clear_pointer (&self->tracker, mask_tracker_free);
-  self->have_results = FALSE;
-  g_array_set_size (self->ids, 0);
+  g_ptr_array_set_size (GST_MASK_RCNN_TRACKER (trans)->models, 0);
   return TRUE;
 }
 
@@ -142,17 +180,15 @@ gst_mask_rcnn_tracker_sink_event (GstBaseTransform *trans, GstEvent *event)
   return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
 }
 
-/* New results: the tracks move on to the frame they were computed on and
- * take their detections. */
 static void
-update (GstMaskRcnnTracker *self, GstMaskRcnnMeta *meta)
+update (GstMaskRcnnTracker *self, ModelTracks *m, GstMaskRcnnMeta *meta)
 {
   GST_OBJECT_LOCK (self);
-  mask_tracker_set_settings (self->tracker, &self->settings);
+  mask_tracker_set_settings (m->tracker, &self->settings);
   GST_OBJECT_UNLOCK (self);
   guint n = meta->n_detections;
   g_array_set_size (self->detections, n);
-  g_array_set_size (self->ids, n);
+  g_array_set_size (m->ids, n);
   for (guint i = 0; i < n; i++) {
     const GstMaskRcnnDetection *d = &meta->detections[i];
     MaskTrackerDetection *out = &g_array_index (self->detections,
@@ -165,18 +201,21 @@ update (GstMaskRcnnTracker *self, GstMaskRcnnMeta *meta)
       .mask = d->mask,
     };
   }
-  mask_tracker_update (self->tracker, meta->result_frame_number,
+  mask_tracker_update (m->tracker, meta->result_frame_number,
       (const MaskTrackerDetection *) self->detections->data, n,
-      (guint64 *) self->ids->data);
-  self->have_results = TRUE;
-  self->results_frame = meta->result_frame_number;
-  GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT ": %u detections, %u "
-      "tracks", meta->result_frame_number, n,
-      mask_tracker_n_tracks (self->tracker));
+      (guint64 *) m->ids->data);
+  m->have_results = TRUE;
+  m->results_frame = meta->result_frame_number;
+  GST_LOG_OBJECT (self, "%s, frame %" G_GUINT64_FORMAT ": %u detections, %u "
+      "tracks", GST_STR_NULL (m->model_name), meta->result_frame_number, n,
+      mask_tracker_n_tracks (m->tracker));
 }
 
 /* The ids on the region-of-interest metas maskrcnn added (ROI id = index
- * of the detection), as DL Streamer's object_id parameter. */
+ * of the detection in the meta of the model its "detection" structure
+ * names), as DL Streamer's object_id parameter.  Where two metas of the
+ * frame have the same model, its ROIs are left untagged: which meta an
+ * ROI belongs to is unknown. */
 static void
 tag_regions (GstMaskRcnnTracker *self, GstBuffer *buffer)
 {
@@ -185,8 +224,21 @@ tag_regions (GstMaskRcnnTracker *self, GstBuffer *buffer)
   while ((m = gst_buffer_iterate_meta_filtered (buffer, &state,
               GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE))) {
     GstVideoRegionOfInterestMeta *roi = (GstVideoRegionOfInterestMeta *) m;
-    if (roi->id < 0 || (guint) roi->id >= self->ids->len
-        || !gst_video_region_of_interest_meta_get_param (roi, "detection"))
+    GstStructure *detection =
+        gst_video_region_of_interest_meta_get_param (roi, "detection");
+    if (!detection)
+      continue;
+    const gchar *model = gst_structure_get_string (detection, "model");
+    ModelTracks *tracks = NULL;
+    guint matches = 0;
+    for (guint i = 0; i < self->models->len; i++) {
+      ModelTracks *t = g_ptr_array_index (self->models, i);
+      if (g_strcmp0 (t->model_name, model) == 0) {
+        tracks = t;
+        matches++;
+      }
+    }
+    if (matches != 1 || roi->id < 0 || (guint) roi->id >= tracks->ids->len)
       continue;
     for (GList *l = roi->params; l;) {
       GList *next = l->next;
@@ -196,29 +248,55 @@ tag_regions (GstMaskRcnnTracker *self, GstBuffer *buffer)
       }
       l = next;
     }
-    guint64 id = g_array_index (self->ids, guint64, roi->id);
+    guint64 id = g_array_index (tracks->ids, guint64, roi->id);
     if (id)
       gst_video_region_of_interest_meta_add_param (roi,
           gst_structure_new ("object_id", "id", G_TYPE_INT, (gint) id, NULL));
   }
 }
 
+/* One model's meta: new results update its tracks; repeated ones keep the
+ * ids they got when they were new. */
+static void
+track_meta (GstMaskRcnnTracker *self, GstMaskRcnnMeta *meta,
+    guint occurrence)
+{
+  ModelTracks *m = model_tracks (self, meta->model_name, occurrence);
+  if (m->have_results && meta->result_frame_number < m->results_frame) {
+    /* a new stream upstream that did not pass here */
+    restart (self, "frame numbers went back");
+    m = model_tracks (self, meta->model_name, occurrence);
+  }
+  if (!m->have_results || meta->result_frame_number != m->results_frame
+      || meta->n_detections != m->ids->len)
+    update (self, m, meta);
+  for (guint i = 0; i < meta->n_detections; i++)
+    meta->detections[i].track_id = g_array_index (m->ids, guint64, i);
+}
+
 static GstFlowReturn
 gst_mask_rcnn_tracker_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
 {
   GstMaskRcnnTracker *self = GST_MASK_RCNN_TRACKER (trans);
-  GstMaskRcnnMeta *meta = gst_buffer_get_mask_rcnn_meta (buf);
-  if (!meta)
-    return GST_FLOW_OK;
-  if (self->have_results && meta->result_frame_number < self->results_frame)
-    restart (self, "frame numbers went back");
-  /* repeated results keep the ids they got when they were new */
-  if (!self->have_results || meta->result_frame_number != self->results_frame
-      || meta->n_detections != self->ids->len)
-    update (self, meta);
-  for (guint i = 0; i < meta->n_detections; i++)
-    meta->detections[i].track_id = g_array_index (self->ids, guint64, i);
-  tag_regions (self, buf);
+  gpointer state = NULL;
+  GstMeta *m;
+  gboolean any = FALSE;
+  while ((m = gst_buffer_iterate_meta_filtered (buf, &state,
+              GST_MASK_RCNN_META_API_TYPE))) {
+    GstMaskRcnnMeta *meta = (GstMaskRcnnMeta *) m;
+    /* the metas of the same model before this one */
+    guint occurrence = 0;
+    gpointer before = NULL;
+    GstMeta *o;
+    while ((o = gst_buffer_iterate_meta_filtered (buf, &before,
+                GST_MASK_RCNN_META_API_TYPE)) && o != m)
+      occurrence += g_strcmp0 (((GstMaskRcnnMeta *) o)->model_name,
+          meta->model_name) == 0;
+    track_meta (self, meta, occurrence);
+    any = TRUE;
+  }
+  if (any)
+    tag_regions (self, buf);
   return GST_FLOW_OK;
 }
 
@@ -280,8 +358,7 @@ static void
 gst_mask_rcnn_tracker_finalize (GObject *object)
 {
   GstMaskRcnnTracker *self = GST_MASK_RCNN_TRACKER (object);
-  mask_tracker_free (self->tracker);
-  g_array_unref (self->ids);
+  g_ptr_array_unref (self->models);
   g_array_unref (self->detections);
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
@@ -354,7 +431,7 @@ gst_mask_rcnn_tracker_init (GstMaskRcnnTracker *self)
     .confirm_hits = DEFAULT_CONFIRM_FRAMES,
     .max_lost = DEFAULT_LOST_FRAMES,
   };
-  self->ids = g_array_new (FALSE, TRUE, sizeof (guint64));
+  self->models = g_ptr_array_new_with_free_func (model_tracks_free);
   self->detections = g_array_new (FALSE, TRUE, sizeof (MaskTrackerDetection));
   /* in place, writing the meta: never passthrough */
   gst_base_transform_set_in_place (GST_BASE_TRANSFORM (self), TRUE);

@@ -1,4 +1,4 @@
-/* maskrcnntracker: gives each detection of the GstMaskRcnnMeta a track id
+/* maskrcnntracker: gives each detection of the GstMaskRcnnMetas a track id
  * that stays the same while its object stays in view, matching detections
  * to tracks by mask overlap (masktracker.h). */
 #ifndef GST_MASK_RCNN_TRACKER_H
@@ -23,11 +23,10 @@ struct _GstMaskRcnnTracker {
 
   /* Owned by the streaming thread (transform_ip, sink_event, set_caps),
    * and by start/stop, which run while no buffer flows: no lock. */
-  MaskTracker *tracker;
-  gboolean have_results;
-  guint64 results_frame;  /* result_frame_number of the last update */
-  GArray *ids;            /* guint64, the track id of each of its detections */
-  GArray *detections;     /* MaskTrackerDetection, the update's input */
+  GPtrArray *models;      /* ModelTracks: one per model whose results the
+                             stream carries (chained maskrcnn elements) */
+  guint64 next_id;        /* the stream's next track id, for all of them */
+  GArray *detections;     /* MaskTrackerDetection, an update's input */
 };
 
 GST_ELEMENT_REGISTER_DECLARE (maskrcnntracker);

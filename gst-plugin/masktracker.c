@@ -43,7 +43,8 @@ typedef struct {
 struct _MaskTracker {
   MaskTrackerSettings settings;
   GArray *tracks;            /* of Track */
-  guint64 next_id;
+  guint64 *next_id;          /* &own_next_id or the stream's shared one */
+  guint64 own_next_id;
   /* per-update workspace, grown when a frame needs more, never shrunk */
   double *cost, *work_d;
   int *assignment, *work_i, *det_track;
@@ -56,12 +57,13 @@ struct _MaskTracker {
 };
 
 MaskTracker *
-mask_tracker_new (const MaskTrackerSettings *settings)
+mask_tracker_new (const MaskTrackerSettings *settings, guint64 *next_id)
 {
   MaskTracker *t = g_new0 (MaskTracker, 1);
   t->settings = *settings;
   t->tracks = g_array_new (FALSE, TRUE, sizeof (Track));
-  t->next_id = 1;
+  t->own_next_id = 1;
+  t->next_id = next_id ? next_id : &t->own_next_id;
   return t;
 }
 
@@ -78,7 +80,7 @@ mask_tracker_reset (MaskTracker *t)
   for (guint i = 0; i < t->tracks->len; i++)
     track_clear (&g_array_index (t->tracks, Track, i));
   g_array_set_size (t->tracks, 0);
-  t->next_id = 1;
+  t->own_next_id = 1;
 }
 
 void
@@ -456,7 +458,7 @@ mask_tracker_update (MaskTracker *t, guint64 frame,
     follow (tr, &dets[d], frame, t->det_area[d]);
     tr->hits++;
     if (!tr->id && tr->hits >= s->confirm_hits)
-      tr->id = t->next_id++;
+      tr->id = (*t->next_id)++;
     t->det_track[d] = (int) k;
     ids[d] = tr->id;
   }
@@ -477,7 +479,7 @@ mask_tracker_update (MaskTracker *t, guint64 frame,
     track_take (&tr, &dets[d], frame, t->det_area[d]);
     tr.hits = 1;
     if (s->confirm_hits <= 1)
-      tr.id = t->next_id++;
+      tr.id = (*t->next_id)++;
     g_array_append_val (t->tracks, tr);
     ids[d] = tr.id;
   }

@@ -42,12 +42,16 @@ typedef struct {
 
 typedef struct _MaskTracker MaskTracker;
 
-MaskTracker *mask_tracker_new (const MaskTrackerSettings *settings);
+/* next_id: where the ids come from, the counter of a stream whose
+ * detections several trackers follow (one per model), its owner's to
+ * reset; NULL: the tracker's own, from 1. */
+MaskTracker *mask_tracker_new (const MaskTrackerSettings *settings,
+    guint64 *next_id);
 void mask_tracker_free (MaskTracker *tracker);
 /* Takes effect from the next update; existing tracks stay. */
 void mask_tracker_set_settings (MaskTracker *tracker,
     const MaskTrackerSettings *settings);
-/* Forgets every track; ids start again from 1 (a new stream). */
+/* Forgets every track; its own ids start again from 1 (a new stream). */
 void mask_tracker_reset (MaskTracker *tracker);
 
 /* Associates the n detections seen at frame (frame numbers increase; a gap

@@ -164,6 +164,14 @@ read_lines (const gchar *path, guint *n)
   return lines;
 }
 
+static gchar *
+read_text (const gchar *path)
+{
+  gchar *text;
+  fail_unless (g_file_get_contents (path, &text, NULL, NULL));
+  return text;
+}
+
 static JsonNode *
 parse (const gchar *text)
 {
@@ -240,6 +248,8 @@ GST_START_TEST (test_jsonl)
     fail_unless_equals_string (json_object_get_string_member (d, "label"),
         specs[i].name);
     check_rle (json_object_get_object_member (d, "segmentation"), &specs[i]);
+    /* one model on the frame: no need to say which */
+    fail_if (json_object_has_member (d, "model"));
   }
   json_node_unref (node);
 
@@ -323,6 +333,88 @@ GST_START_TEST (test_track_ids)
 
 GST_END_TEST;
 
+/* Behind two chained maskrcnn elements (a meta of each model): every
+ * format writes the detections of both, jsonl and coco each with its
+ * "model". */
+GST_START_TEST (test_two_models)
+{
+  const gchar *formats[] = { "jsonl", "coco", "mot" };
+  gchar *paths[3];
+  GstHarness *h[3];
+  for (int k = 0; k < 3; k++) {
+    gchar *name = g_strdup_printf ("two-models.%s", formats[k]);
+    paths[k] = g_build_filename (tmpdir, name, NULL);
+    gchar *props = g_strdup_printf ("location=%s format=%s", paths[k],
+        formats[k]);
+    h[k] = export_harness (props);
+    g_free (props);
+    g_free (name);
+  }
+  /* specs 0 and 1 from model a, spec 2 from model b; one of each tracked */
+  GstBuffer *buffer = frame_buffer (0, TRUE, 2);
+  GstMaskRcnnMeta *a = gst_buffer_get_mask_rcnn_meta (buffer);
+  gst_mask_rcnn_meta_set_source (a, "cam", "a.safetensors");
+  a->detections[0].track_id = 1;
+  GstMaskRcnnMeta *b = gst_buffer_add_mask_rcnn_meta (buffer, W, H);
+  gst_mask_rcnn_meta_set_source (b, "cam", "b.safetensors");
+  const Spec *s = &specs[2];
+  guint8 *mask = g_new (guint8, s->mask_w * s->mask_h);
+  for (int y = 0; y < s->mask_h; y++)
+    for (int x = 0; x < s->mask_w; x++)
+      mask[y * s->mask_w + x] = spec_value (s, x, y);
+  gst_mask_rcnn_meta_add_detection (b, s->class_id, s->name, s->score,
+      s->mask_x + 0.5f, s->mask_y + 0.25f, s->mask_w - 1.0f, s->mask_h - 0.5f,
+      s->mask_x, s->mask_y, s->mask_w, s->mask_h, mask)->track_id = 2;
+  g_free (mask);
+  for (int k = 0; k < 3; k++)
+    push_through (h[k], gst_buffer_ref (buffer));
+  gst_buffer_unref (buffer);
+  fail_unless (gst_harness_push_event (h[1], gst_event_new_eos ()));
+
+  static const char *const models[] = { "a.safetensors", "a.safetensors",
+    "b.safetensors" };
+  guint n;
+  gchar **lines = read_lines (paths[0], &n);
+  fail_unless_equals_int (n, 1);
+  JsonNode *node = parse (lines[0]);
+  JsonArray *dets = json_object_get_array_member (json_node_get_object (node),
+      "detections");
+  fail_unless_equals_int (json_array_get_length (dets), 3);
+  for (guint i = 0; i < 3; i++) {
+    JsonObject *d = json_array_get_object_element (dets, i);
+    check_detection (d, &specs[i]);
+    fail_unless_equals_string (json_object_get_string_member (d, "model"),
+        models[i]);
+  }
+  json_node_unref (node);
+  g_strfreev (lines);
+
+  gchar *text = read_text (paths[1]);
+  node = parse (text);
+  JsonArray *results = json_node_get_array (node);
+  fail_unless_equals_int (json_array_get_length (results), 3);
+  for (guint i = 0; i < 3; i++) {
+    JsonObject *r = json_array_get_object_element (results, i);
+    check_detection (r, &specs[i]);
+    fail_unless_equals_string (json_object_get_string_member (r, "model"),
+        models[i]);
+  }
+  json_node_unref (node);
+  g_free (text);
+
+  lines = read_lines (paths[2], &n);
+  fail_unless_equals_int (n, 2);
+  fail_unless (g_str_has_prefix (lines[0], "1,1,"));
+  fail_unless (g_str_has_prefix (lines[1], "1,2,"));
+  g_strfreev (lines);
+  for (int k = 0; k < 3; k++) {
+    gst_harness_teardown (h[k]);
+    g_free (paths[k]);
+  }
+}
+
+GST_END_TEST;
+
 /* Even-odd test of the pixel centre; vertices are integer corners. */
 static gboolean
 polygon_covers (JsonArray *p, int x, int y)
@@ -399,14 +491,6 @@ GST_START_TEST (test_polygons)
 }
 
 GST_END_TEST;
-
-static gchar *
-read_text (const gchar *path)
-{
-  gchar *text;
-  fail_unless (g_file_get_contents (path, &text, NULL, NULL));
-  return text;
-}
 
 GST_START_TEST (test_coco)
 {
@@ -588,6 +672,7 @@ export_suite (void)
   tcase_add_test (tc, test_polygons);
   tcase_add_test (tc, test_coco);
   tcase_add_test (tc, test_track_ids);
+  tcase_add_test (tc, test_two_models);
   tcase_add_test (tc, test_coco_without_eos);
   tcase_add_test (tc, test_error_unwritable);
   tcase_add_test (tc, test_error_write);

@@ -195,6 +195,8 @@ GST_START_TEST (test_rgb_detections)
             &confidence, "label_id", G_TYPE_INT, &label_id, NULL));
     fail_unless_equals_string (gst_structure_get_string (s, "label"),
         d->class_name);
+    fail_unless_equals_string (gst_structure_get_string (s, "model"),
+        meta->model_name);
     fail_unless (fabs (x_min - d->x / WIDTH) < 1e-6);
     fail_unless (fabs (y_max - (d->y + d->height) / HEIGHT) < 1e-6);
     fail_unless (fabs (confidence - d->score) < 1e-6);

@@ -45,8 +45,9 @@ on_box_outline (int x, int y)
   return inside && !core;
 }
 
+/* A meta with the detection, moved dx to the right. */
 static void
-add_detection (GstBuffer *buffer, int frame_w, int frame_h)
+add_detection_at (GstBuffer *buffer, int frame_w, int frame_h, int dx)
 {
   GstMaskRcnnMeta *meta = gst_buffer_add_mask_rcnn_meta (buffer, frame_w,
       frame_h);
@@ -54,8 +55,14 @@ add_detection (GstBuffer *buffer, int frame_w, int frame_h)
   for (int y = 0; y < MASK_H; y++)
     for (int x = 0; x < MASK_W; x++)
       mask[y * MASK_W + x] = in_mask (MASK_X + x, MASK_Y + y) ? 255 : 0;
-  gst_mask_rcnn_meta_add_detection (meta, 3, "wedge", 0.875f, BOX_X, BOX_Y,
-      BOX_W, BOX_H, MASK_X, MASK_Y, MASK_W, MASK_H, mask);
+  gst_mask_rcnn_meta_add_detection (meta, 3, "wedge", 0.875f, BOX_X + dx,
+      BOX_Y, BOX_W, BOX_H, MASK_X + dx, MASK_Y, MASK_W, MASK_H, mask);
+}
+
+static void
+add_detection (GstBuffer *buffer, int frame_w, int frame_h)
+{
+  add_detection_at (buffer, frame_w, frame_h, 0);
 }
 
 static GstBuffer *
@@ -284,6 +291,41 @@ GST_START_TEST (test_colour_by_track)
 }
 GST_END_TEST;
 
+/* Two metas (chained maskrcnn elements, the same class id in both): both
+ * drawn, in different colours; pixels outside the two masks untouched. */
+GST_START_TEST (test_two_models)
+{
+  GstVideoInfo info;
+  GstHarness *h = overlay_harness ("RGB", "draw-boxes=false "
+      "draw-labels=false draw-contours=false", &info);
+  GstBuffer *in = flat_frame (&info);
+  GstBuffer *reference = gst_buffer_copy_deep (in);
+  const int dx = 70;
+  add_detection_at (in, W, H, 0);
+  add_detection_at (in, W, H, dx);
+  GstBuffer *out = gst_harness_push_and_pull (h, in);
+  GstVideoFrame a, b;
+  gst_video_frame_map (&a, &info, reference, GST_MAP_READ);
+  gst_video_frame_map (&b, &info, out, GST_MAP_READ);
+  for (int y = 0; y < H; y++)
+    for (int x = 0; x < W; x++) {
+      gboolean want = in_mask (x, y) || in_mask (x - dx, y);
+      fail_unless_equals_int (frame_changed_at (&a, &b, x, y), want);
+    }
+  const guint8 *p = GST_VIDEO_FRAME_PLANE_DATA (&b, 0);
+  int stride = GST_VIDEO_FRAME_PLANE_STRIDE (&b, 0);
+  const guint8 *first = p + (MASK_Y + MASK_H / 2) * stride
+      + (MASK_X + MASK_W / 2) * 3;
+  fail_if (memcmp (first, first + dx * 3, 3) == 0,
+      "both models' class 3 drawn in one colour");
+  gst_video_frame_unmap (&a);
+  gst_video_frame_unmap (&b);
+  gst_buffer_unref (reference);
+  gst_buffer_unref (out);
+  gst_harness_teardown (h);
+}
+GST_END_TEST;
+
 /* Labels grow with the frame: readable at 480p and at 2160p. */
 GST_START_TEST (test_label_size_follows_frame)
 {
@@ -369,6 +411,7 @@ overlay_suite (void)
   tcase_add_test (tc, test_switches);
   tcase_add_test (tc, test_label);
   tcase_add_test (tc, test_colour_by_track);
+  tcase_add_test (tc, test_two_models);
   tcase_add_test (tc, test_label_size_follows_frame);
   tcase_add_test (tc, test_untouched);
   return s;

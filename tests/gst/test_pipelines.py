@@ -62,6 +62,36 @@ def main():
     print(f"{'ok  ' if ok else 'FAIL'} overlay changed {100 * changed:.1f} % of the pixels")
     failures += not ok
 
+    # two chained models (the test model, then matterport's narrow model): the
+    # tracker, the overlay and the export take both models' results; each
+    # detection in the export says its model, track ids are unique across the
+    # two and stay the same over the frames
+    import json
+    out = os.path.join(outdir, "two-models.jsonl")
+    h5, h5_config = os.environ["MRCNN_TEST_H5"], os.environ["MRCNN_TEST_H5_CONFIG"]
+    rc, log = launch(
+        f"filesrc location={image} ! pngdec ! imagefreeze num-buffers=3 ! videoconvert ! "
+        f"maskrcnn model={model} mode=every-frame ! "
+        f"maskrcnn model={h5} config={h5_config} mode=every-frame ! "
+        f"maskrcnntracker confirm-frames=1 ! maskrcnnoverlay ! "
+        f"maskrcnnexport location={out} ! fakesink")
+    frames = [json.loads(line) for line in open(out)] if rc == 0 else []
+    models = [sorted({d.get("model") for d in f["detections"]}) for f in frames]
+    counts = [{m: sum(d.get("model") == m for d in f["detections"]) for m in ms}
+              for f, ms in zip(frames, models)]
+    ids = [[d.get("track_id", 0) for d in f["detections"]] for f in frames]
+    ok = (rc == 0 and len(frames) == 3
+          and all(m == sorted([os.path.basename(model), os.path.basename(h5)]) for m in models)
+          and all(min(c.values()) >= 10 for c in counts)
+          and all(min(i) > 0 and len(set(i)) == len(i) for i in ids)
+          and ids[0] == ids[1] == ids[2])
+    print(f"{'ok  ' if ok else 'FAIL'} two chained models: exit {rc}, detections per model "
+          f"{counts[0] if counts else None}, track ids unique across both and kept over "
+          f"{len(frames)} frames", flush=True)
+    if not ok:
+        print(log)
+        failures += 1
+
     # a model that cannot be loaded: non-zero exit and the reason on the console
     rc, log = launch("videotestsrc num-buffers=1 ! maskrcnn model=/nonexistent.safetensors "
                      "! fakesink")

@@ -147,7 +147,7 @@ new_tracker (MaskTrackerAssociation association, guint confirm,
     guint max_lost)
 {
   MaskTrackerSettings s = { association, 0.2, confirm, max_lost };
-  return mask_tracker_new (&s);
+  return mask_tracker_new (&s, NULL);
 }
 
 static void
@@ -366,17 +366,18 @@ new_harness (const gchar *properties)
   return h;
 }
 
-/* A frame with maskrcnn's metas for objs (ROI meta id = detection index),
- * the results computed on frame result_frame. */
-static GstBuffer *
-frame_with (const Obj *objs, guint n, guint64 frame, guint64 result_frame)
+/* maskrcnn's metas for objs on buffer: a GstMaskRcnnMeta of `model` (NULL:
+ * unknown) and an ROI meta per detection (ROI id = detection index), the
+ * results computed on frame result_frame. */
+static void
+add_results (GstBuffer *buffer, const Obj *objs, guint n, guint64 frame,
+    guint64 result_frame, const gchar *model)
 {
-  GstBuffer *buffer = gst_buffer_new_allocate (NULL, W * H * 3, NULL);
-  GST_BUFFER_PTS (buffer) = frame * GST_SECOND / 30;
   GstMaskRcnnMeta *meta = gst_buffer_add_mask_rcnn_meta (buffer, W, H);
   meta->frame_number = frame;
   meta->result_frame_number = result_frame;
   meta->repeated = frame != result_frame;
+  gst_mask_rcnn_meta_set_source (meta, NULL, model);
   Frame f;
   make_frame (&f, objs, n);
   for (guint i = 0; i < n; i++) {
@@ -391,8 +392,16 @@ frame_with (const Obj *objs, guint n, guint64 frame, guint64 result_frame)
     roi->id = i;
     gst_video_region_of_interest_meta_add_param (roi,
         gst_structure_new ("detection", "label_id", G_TYPE_INT,
-            d->class_id, NULL));
+            d->class_id, "model", G_TYPE_STRING, model, NULL));
   }
+}
+
+static GstBuffer *
+frame_with (const Obj *objs, guint n, guint64 frame, guint64 result_frame)
+{
+  GstBuffer *buffer = gst_buffer_new_allocate (NULL, W * H * 3, NULL);
+  GST_BUFFER_PTS (buffer) = frame * GST_SECOND / 30;
+  add_results (buffer, objs, n, frame, result_frame, NULL);
   return buffer;
 }
 
@@ -425,6 +434,62 @@ pull_ids (GstHarness *h, guint64 *ids, guint n)
   fail_unless_equals_int (rois, n);
   gst_buffer_unref (out);
 }
+
+/* Behind two chained maskrcnn elements (a meta per model, the same class
+ * ids and places in both): each model's detections are tracked on their
+ * own, with ids unique in the stream, and each ROI gets the id of its own
+ * model's detection. */
+GST_START_TEST (test_element_two_models)
+{
+  GstHarness *h = new_harness ("confirm-frames=1");
+  for (int f = 0; f < 4; f++) {
+    Obj people[2] = { { 1, 20.0f + 4 * f, 40, 40, 3 },
+      { 1, 200.0f - 4 * f, 150, 50, 3 } };
+    Obj cars[1] = { { 1, 20.0f + 4 * f, 40, 40, 3 } };
+    GstBuffer *in = gst_buffer_new_allocate (NULL, W * H * 3, NULL);
+    add_results (in, people, 2, f, f, "people.safetensors");
+    /* the second model's results are a frame older from frame 2 on */
+    add_results (in, cars, 1, f, f < 2 ? f : f - 1, "cars.safetensors");
+    gst_harness_push (h, in);
+    GstBuffer *out = gst_harness_pull (h);
+    guint64 ids[3];
+    guint k = 0;
+    gpointer state = NULL;
+    GstMeta *m;
+    while ((m = gst_buffer_iterate_meta_filtered (out, &state,
+                GST_MASK_RCNN_META_API_TYPE))) {
+      GstMaskRcnnMeta *meta = (GstMaskRcnnMeta *) m;
+      for (guint i = 0; i < meta->n_detections; i++)
+        ids[k++] = meta->detections[i].track_id;
+    }
+    fail_unless_equals_int (k, 3);
+    /* people 1 and 2, the car 3, every frame */
+    fail_unless_equals_uint64 (ids[0], 1);
+    fail_unless_equals_uint64 (ids[1], 2);
+    fail_unless_equals_uint64 (ids[2], 3);
+    guint rois = 0;
+    state = NULL;
+    while ((m = gst_buffer_iterate_meta_filtered (out, &state,
+                GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE))) {
+      GstVideoRegionOfInterestMeta *roi = (GstVideoRegionOfInterestMeta *) m;
+      const gchar *model = gst_structure_get_string
+          (gst_video_region_of_interest_meta_get_param (roi, "detection"),
+          "model");
+      gint id = 0;
+      fail_unless (gst_structure_get_int
+          (gst_video_region_of_interest_meta_get_param (roi, "object_id"),
+              "id", &id));
+      fail_unless_equals_int (id, g_str_equal (model, "cars.safetensors")
+          ? 3 : roi->id + 1);
+      rois++;
+    }
+    fail_unless_equals_int (rois, 3);
+    gst_buffer_unref (out);
+  }
+  gst_harness_teardown (h);
+}
+
+GST_END_TEST;
 
 GST_START_TEST (test_element_ids)
 {
@@ -575,6 +640,7 @@ tracker_suite (void)
   tcase_add_test (tc, test_class_kept);
   tcase_add_test (tc, test_tracks_bounded);
   tcase_add_test (tc, test_element_ids);
+  tcase_add_test (tc, test_element_two_models);
   tcase_add_test (tc, test_element_repeated_results);
   tcase_add_test (tc, test_element_restarts);
   tcase_add_test (tc, test_element_soak);
