@@ -1,4 +1,5 @@
-/* The pipeline: picks a backend, resolves thresholds and runs the stages. */
+/* The pipeline: picks a backend, resolves thresholds and runs the stages,
+ * a batch's frames on the engine's lanes. */
 #include "backend.h"
 
 #include <errno.h>
