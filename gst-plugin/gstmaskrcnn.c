@@ -63,12 +63,14 @@
  * under shared_lock (taken alone).  Workers hand their frames to the
  * analyzer (analyzer_run): the frames wait in its queue, oldest first, and
  * a worker whose frame waits runs the next batch when none runs, the queue
- * holds batch-size frames or its oldest has waited batch-timeout; it runs
+ * holds batch-size frames (or a frame of every element sharing it: each
+ * hands over one at a time) or its oldest has waited batch-timeout; it runs
  * the frames of the other workers with its own, each with its element's
- * thresholds and classes, and wakes them.  The queue, the running flag and
- * the batch results are under the analyzer's run_lock, taken alone; the
- * engine itself belongs to the worker running a batch (one at a time; the
- * threads of the engine's lanes are its own, engine.c). */
+ * thresholds and classes, and wakes them.  The queue, the running flag, the
+ * count of senders and the batch results are under the analyzer's
+ * run_lock, taken alone; the engine itself belongs to the worker running a
+ * batch (one at a time; the threads of the engine's lanes are its own,
+ * engine.c). */
 
 GST_DEBUG_CATEGORY_STATIC (gst_mask_rcnn_debug);
 #define GST_CAT_DEFAULT gst_mask_rcnn_debug
@@ -244,11 +246,14 @@ struct _GstMaskRcnnAnalyzer {
   /* frames run together, and how long the oldest waits for the others */
   guint batch_size;
   gint64 batch_timeout_us;
-  /* under run_lock: the frames waiting, oldest first; whether a batch runs */
+  /* under run_lock: the frames waiting, oldest first; whether a batch runs;
+   * the elements that hand it frames, each at most one at a time (so a
+   * batch is as full as it gets when each has one waiting) */
   GMutex run_lock;
   GCond run_cond;
   GQueue waiting;
   gboolean running;
+  guint senders;
   /* the running batch, batch_size of each: its runner's own */
   AnalyzerRequest **batch;
   MrcnnImage *batch_images;
@@ -302,8 +307,9 @@ analyzer_run_batch (GstMaskRcnnAnalyzer *a)
 }
 
 /* Runs a frame on the analyzer's engine, in a batch with the frames other
- * elements sharing it hand over meanwhile; returns when its results are in
- * r->result. */
+ * elements sharing it hand over meanwhile (it runs once batch_size frames,
+ * or one of every sender, wait, or the oldest has waited batch_timeout);
+ * returns when its results are in r->result. */
 static gboolean
 analyzer_run (GstMaskRcnnAnalyzer *a, AnalyzerRequest *r)
 {
@@ -315,8 +321,9 @@ analyzer_run (GstMaskRcnnAnalyzer *a, AnalyzerRequest *r)
   g_cond_broadcast (&a->run_cond);
   while (!r->done) {
     AnalyzerRequest *oldest = g_queue_peek_head (&a->waiting);
+    guint full = MAX (MIN (a->batch_size, a->senders), 1);
     if (!a->running && oldest
-        && (g_queue_get_length (&a->waiting) >= a->batch_size
+        && (g_queue_get_length (&a->waiting) >= full
             || g_get_monotonic_time () >= oldest->deadline))
       analyzer_run_batch (a);
     else if (!a->running && oldest)
@@ -494,6 +501,7 @@ analyzer_load (const LoadSettings *s, GstResourceError *code, GError **error)
   g_mutex_init (&a->run_lock);
   g_cond_init (&a->run_cond);
   g_queue_init (&a->waiting);
+  a->senders = 1;
   a->batch_size = MAX (s->batch_size, 1);
   a->batch_timeout_us = s->batch_timeout / GST_USECOND;
   a->batch = g_new (AnalyzerRequest *, a->batch_size);
@@ -585,6 +593,7 @@ shared_acquire (const LoadSettings *s, GstResourceError *code,
     GError **error)
 {
   gchar *key = shared_key (s);
+  gboolean joined = FALSE;
   g_mutex_lock (&shared_lock);
   if (!shared_engines)
     shared_engines = g_hash_table_new (g_str_hash, g_str_equal);
@@ -600,6 +609,7 @@ shared_acquire (const LoadSettings *s, GstResourceError *code,
   } else if (a) {
     analyzer_ref (a);
     a->shared_users++;
+    joined = TRUE;
   } else if ((a = analyzer_load (s, code, error))) {
     a->shared_id = g_strdup (s->engine_id);
     a->shared_key = g_steal_pointer (&key);
@@ -607,6 +617,11 @@ shared_acquire (const LoadSettings *s, GstResourceError *code,
     g_hash_table_insert (shared_engines, a->shared_id, a);
   }
   g_mutex_unlock (&shared_lock);
+  if (joined) {
+    g_mutex_lock (&a->run_lock);
+    a->senders++;
+    g_mutex_unlock (&a->run_lock);
+  }
   g_free (key);
   return a;
 }
@@ -620,6 +635,11 @@ analyzer_release (GstMaskRcnnAnalyzer *a)
     if (--a->shared_users == 0)
       g_hash_table_remove (shared_engines, a->shared_id);
     g_mutex_unlock (&shared_lock);
+    /* the frames waiting may be all there will be now */
+    g_mutex_lock (&a->run_lock);
+    a->senders--;
+    g_cond_broadcast (&a->run_cond);
+    g_mutex_unlock (&a->run_lock);
   }
   analyzer_unref (a);
 }
@@ -1740,8 +1760,9 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
       g_param_spec_uint ("batch-size", "Batch size",
           "Frames of the streams sharing an engine-id run together as one "
           "batch of up to this many (every sharer must give the same "
-          "value).  A frame waits at most batch-timeout for others to fill "
-          "its batch, so a lone stream is not held back.  The CPU backend "
+          "value).  A batch runs when full, when every sharer has a frame "
+          "waiting (a lone stream never waits), or at batch-timeout.  The "
+          "CPU backend "
           "runs a batch's frames on its lanes (see lanes), each lane one "
           "frame after another; a frame's results are the same in a batch "
           "as alone.  1: each frame runs as it comes.  Without engine-id the "
@@ -1750,7 +1771,8 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
   g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
       g_param_spec_uint64 ("batch-timeout", "Batch timeout",
           "Longest time a frame waits for the frames of other streams to "
-          "fill its batch (batch-size > 1), in ns; the wait counts in the "
+          "fill its batch (batch-size > 1), in ns; none where every element "
+          "sharing the engine has a frame waiting.  The wait counts in the "
           "latency the element reports.  Every sharer of an engine-id must "
           "give the same value", 0, 10 * GST_SECOND, DEFAULT_BATCH_TIMEOUT,
           rw | GST_PARAM_MUTABLE_READY));

@@ -1157,25 +1157,57 @@ check_three_streams_batched (guint lanes)
   gst_buffer_unref (ref_buffer);
 }
 
-/* batch-size, frames of a batch one after another; a lone stream's frame
- * waits no longer than batch-timeout. */
+/* batch-size, frames of a batch one after another.  A frame waits for
+ * the batch to fill only while another element sharing the engine may
+ * still hand one over: a lone stream's frames run at once, and a frame
+ * waiting beside an idle sharer runs at batch-timeout, or at once when
+ * that sharer stops. */
 GST_START_TEST (test_shared_engine_batched)
 {
   check_three_streams_batched (1);
 
-  /* alone at an engine that batches: its frame waits batch-timeout */
   GstBuffer *ref_buffer = reference_output ();
-  gchar *lone = g_strdup_printf ("maskrcnn mode=every-frame model=%s "
-      "engine-id=lone-test batch-size=4 batch-timeout=300000000",
-      model_path ());
+  const char *desc = "maskrcnn mode=every-frame model=%s engine-id=%s "
+      "batch-size=4 batch-timeout=%s";
+  gchar *lone = g_strdup_printf (desc, model_path (), "lone-test",
+      "9000000000");
   GstHarness *h = harness_new (lone);
   for (int i = 0; i < 2; i++) {
     GstBuffer *out = process (h, test_frame ());
     fail_unless (same_detections (meta_of (ref_buffer), meta_of (out)));
-    fail_unless (meta_of (out)->inference_time >= 300 * GST_MSECOND);
+    fail_unless (meta_of (out)->inference_time < 8 * GST_SECOND);
     gst_buffer_unref (out);
   }
   gst_harness_teardown (h);
+
+  /* beside an idle sharer: the timeout */
+  gchar *shared = g_strdup_printf (desc, model_path (), "idle-test",
+      "300000000");
+  h = harness_new (shared);
+  GstHarness *idle = harness_new (shared);
+  GstBuffer *out = process (h, test_frame ());
+  fail_unless (same_detections (meta_of (ref_buffer), meta_of (out)));
+  fail_unless (meta_of (out)->inference_time >= 300 * GST_MSECOND);
+  gst_buffer_unref (out);
+  gst_harness_teardown (idle);
+  gst_harness_teardown (h);
+
+  /* the idle sharer stops while the frame waits: it runs */
+  gchar *stopping = g_strdup_printf (desc, model_path (), "stop-test",
+      "9000000000");
+  StreamPush p = { harness_new (stopping), test_frame () };
+  idle = harness_new (stopping);
+  GThread *thread = g_thread_new ("stream", push_one, &p);
+  g_usleep (200 * G_TIME_SPAN_MILLISECOND);
+  gst_harness_teardown (idle);
+  g_thread_join (thread);
+  fail_unless (same_detections (meta_of (ref_buffer), meta_of (p.out)));
+  fail_unless (meta_of (p.out)->inference_time < 8 * GST_SECOND);
+  gst_buffer_unref (p.out);
+  gst_harness_teardown (p.h);
+
+  g_free (stopping);
+  g_free (shared);
   g_free (lone);
   gst_buffer_unref (ref_buffer);
 }
