@@ -1,18 +1,23 @@
-"""Marks the fields of the meta's records read-only in a GIR file.
+"""Marks the meta's geometry fields read-only in a GIR file.
 
     gir_read_only.py IN.gir OUT.gir
 
 g-ir-scanner makes every public field of a C struct writable, and GObject
 Introspection has no annotation against it; but a binding that writes
-n_detections or a mask's size sends every later reader of the meta out of
-bounds.  So the fields of GstMaskRcnnMeta and GstMaskRcnnDetection lose
-their writable flag (PyGObject then refuses the write with an exception),
-except track_id, which an application's own tracker may set."""
+n_detections, a mask's size or place, a box or the frame size sends later
+readers of the meta (maskrcnnoverlay, the scaling transform) out of bounds.
+So those fields lose their writable flag (PyGObject then refuses the write
+with an exception); the others (flags, frame numbers and times, class id,
+score, track id) stay writable for applications that make or annotate
+metas of their own."""
 import re
 import sys
 
-RECORDS = ("MaskRcnnMeta", "MaskRcnnDetection")
-WRITABLE = ("track_id",)
+READ_ONLY = {
+    "MaskRcnnMeta": ("frame_width", "frame_height", "n_detections"),
+    "MaskRcnnDetection": ("x", "y", "width", "height", "mask_x", "mask_y",
+                          "mask_width", "mask_height"),
+}
 
 
 def main():
@@ -28,11 +33,12 @@ def main():
         elif "</record>" in line:
             record = None
         field = re.search(r'<field name="([^"]+)"[^>]* writable="1"', line)
-        if record in RECORDS and field and field.group(1) not in WRITABLE:
+        if field and field.group(1) in READ_ONLY.get(record, ()):
             lines[i] = line.replace(' writable="1"', "")
             changed += 1
-    if changed == 0:
-        sys.exit(f"{source}: no writable field of {', '.join(RECORDS)} found")
+    wanted = sum(len(fields) for fields in READ_ONLY.values())
+    if changed != wanted:
+        sys.exit(f"{source}: {changed} of the {wanted} fields to make read-only found")
     with open(target, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
 

@@ -20,10 +20,11 @@
  * read as placeholders; for C they are public, as above.
  *
  * Applications only read the meta; the producer fills it.  For bindings
- * the installed typelib marks every field read-only but track_id
- * (meta/gir_read_only.py: g-ir-scanner has no annotation for it), since a
- * wrong n_detections or mask size would send every reader out of bounds;
- * PyGObject still replaces string fields (the old string leaks).
+ * the installed typelib marks the geometry read-only (frame size,
+ * n_detections, boxes and mask rectangles: meta/gir_read_only.py, as
+ * g-ir-scanner has no annotation for it), since a wrong value would send
+ * readers out of bounds; PyGObject still replaces string fields (the old
+ * string leaks).
  */
 #ifndef GST_MASK_RCNN_META_H
 #define GST_MASK_RCNN_META_H

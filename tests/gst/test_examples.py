@@ -1,6 +1,7 @@
 """Runs the examples that need no hardware on the test model: the C and the
-Python pad-probe applications (which must print the same detections), and
-the file pipelines.  The camera example needs a camera and is not run."""
+Python pad-probe applications (which must print the same detections), the
+many-cameras application on files and on live test sources, and the file
+pipelines.  The camera example needs a camera and is not run."""
 import argparse
 import os
 import re
@@ -92,6 +93,24 @@ def main():
         check("Python example saved the first mask as PNG", ok,
               f"{None if mask is None else mask.shape}, "
               f"{None if mask is None else int(np.count_nonzero(mask))} px on, printed {first.strip()!r}")
+
+        many = os.path.join(examples, "python", "many_cameras.py")
+        rc, out = run([sys.executable, many, args.model, video, video])
+        lines = [re.match(r"stream (\d) frame (\d+): (\d+) detections", line)
+                 for line in out.splitlines()]
+        seen = sorted((int(m.group(1)), int(m.group(2)), int(m.group(3)))
+                      for m in lines if m)
+        expected = [(s, f, len(c_frames[f][1])) for s in (0, 1) for f in range(3)]
+        check("many_cameras.py, two files on one engine: every frame of both streams with "
+              "the C example's detections", rc == 0 and seen == expected,
+              f"exit {rc}, {len(seen)} frame lines")
+        rc, out = run([sys.executable, many, "--lanes", "2", "--seconds", "3", args.model,
+                       "test", "test"])
+        streams = {int(m.group(1)) for m in (re.match(r"stream (\d) frame", line)
+                                             for line in out.splitlines()) if m}
+        check("many_cameras.py, two live test sources on two lanes for 3 s: frames of both",
+              rc == 0 and streams == {0, 1} and "error" not in out,
+              f"exit {rc}, streams {sorted(streams)}, {len(out.splitlines())} lines")
 
     annotated = os.path.join(args.outdir, "annotated.avi")
     rc, _ = run(["sh", os.path.join(examples, "pipelines", "annotate-file.sh"), args.model,

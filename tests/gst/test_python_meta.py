@@ -406,17 +406,18 @@ def write_attempts(obj, fields, where):
     return bad
 
 
-# PyGObject writes string fields whatever the typelib says (the old string
-# leaks; nothing is read out of bounds)
-STRING_FIELDS = ("class_name", "stream_id", "model_name")
+# what a binding cannot write: the geometry (a wrong n_detections, mask size
+# or box sends later readers out of bounds); the rest stays writable
+READ_ONLY_META = ("frame_width", "frame_height", "n_detections")
+READ_ONLY_DETECTION = ("x", "y", "width", "height", "mask_x", "mask_y", "mask_width",
+                       "mask_height")
 
 
 def case_read_only(model, image):
-    """The meta's fields are read-only for bindings (a wrong n_detections or
-    mask size would send every later reader, maskrcnnoverlay here, out of
-    bounds): a probe's writes are refused with an exception and change
-    nothing, the overlay downstream draws every frame; track_id alone is
-    writable (an application's own tracker sets it)."""
+    """The meta's geometry is read-only for bindings: a probe's writes of it
+    are refused with an exception and change nothing, and maskrcnnoverlay
+    downstream draws every frame; the other fields (flags, numbers, score,
+    class id, track id) can be written."""
     Gst, GstMaskRcnn = load()
     results = []
 
@@ -424,27 +425,30 @@ def case_read_only(model, image):
         meta = GstMaskRcnn.buffer_get_mask_rcnn_meta(buffer)
         if not check("frame has a meta", meta is not None and meta.get_n_detections() > 0):
             return
-        bad = write_attempts(meta, [f for f in META_FIELDS if f not in STRING_FIELDS],
-                             "meta")
+        bad = write_attempts(meta, READ_ONLY_META, "meta")
         d = meta.get_detection(0)
-        bad += write_attempts(d, [f for f in DETECTION_FIELDS
-                                  if f not in STRING_FIELDS + ("track_id",)], "detection")
+        bad += write_attempts(d, READ_ONLY_DETECTION, "detection")
+        meta.soft_masks = meta.soft_masks
+        meta.frame_number = meta.frame_number + 1000
         d.track_id = 77
+        d.score = 0.5
         results.append((bad, d.get_track_id(), meta.get_n_detections(),
-                        len(d.get_mask() or b""), d.mask_width * d.mask_height))
+                        len(d.get_mask() or b""), d.mask_width * d.mask_height,
+                        meta.frame_number, d.score))
 
     run_pipeline(Gst, source(image).format(model=model)
                  + " ! maskrcnnoverlay ! fakesink",
                  {"detector": ("src", guarded(on_buffer))})
     bad = [b for r in results for b in r[0]]
-    check("writes to every field but track_id and the strings refused, values unchanged; "
-          "the overlay "
-          "downstream drew both frames", len(results) == 2 and not bad
+    check("writes to the geometry refused, values unchanged; the overlay downstream "
+          "drew both frames", len(results) == 2 and not bad
           and all(r[3] == r[4] for r in results),
           "; ".join(bad[:4]) or f"{results[0][2] if results else 0} detections, "
           f"masks {results[0][3] if results else 0} bytes")
-    check("track_id is writable", all(r[1] == 77 for r in results) and len(results) == 2,
-          f"{[r[1] for r in results]}")
+    check("frame_number, score and track_id writable",
+          len(results) == 2 and all(r[1] == 77 and r[5] >= 1000 and r[6] == 0.5
+                                    for r in results),
+          f"{[(r[1], r[5], r[6]) for r in results]}")
 
 
 CASES = {
