@@ -23,6 +23,7 @@ import argparse
 import collections
 import os
 import signal
+import threading
 
 import gi
 
@@ -39,10 +40,19 @@ def source_description(source):
     return f'uridecodebin uri="{uri}"'
 
 
+# each stream's probe runs on its own streaming thread
+print_lock = threading.Lock()
+
+
+def say(text):
+    with print_lock:
+        print(text, flush=True)
+
+
 def on_buffer(pad, info, index):
     meta = GstMaskRcnn.buffer_get_mask_rcnn_meta(info.get_buffer())
     if meta is None:
-        print(f"stream {index}: not analysed yet", flush=True)
+        say(f"stream {index}: not analysed yet")
         return Gst.PadProbeReturn.OK
     classes = collections.Counter(meta.get_detection(i).get_class_name()
                                   for i in range(meta.get_n_detections()))
@@ -50,8 +60,8 @@ def on_buffer(pad, info, index):
     # results of an earlier frame where repeated (live mode, interval)
     age = (f", results of frame {meta.result_frame_number} "
            f"({meta.result_age / Gst.MSECOND:.0f} ms old)" if meta.repeated else "")
-    print(f"stream {index} frame {meta.frame_number}: {meta.get_n_detections()} detections"
-          f"{' (' + counts + ')' if counts else ''}{age}", flush=True)
+    say(f"stream {index} frame {meta.frame_number}: {meta.get_n_detections()} detections"
+        f"{' (' + counts + ')' if counts else ''}{age}")
     return Gst.PadProbeReturn.OK
 
 
@@ -83,12 +93,12 @@ def main():
     def on_message(bus, message):
         if message.type == Gst.MessageType.ERROR:
             error, _ = message.parse_error()
-            print(f"error from {message.src.get_name()}: {error.message}", flush=True)
+            say(f"error from {message.src.get_name()}: {error.message}")
             status["rc"] = 1
             loop.quit()
         elif message.type == Gst.MessageType.WARNING:
             warning, _ = message.parse_warning()
-            print(f"warning from {message.src.get_name()}: {warning.message}", flush=True)
+            say(f"warning from {message.src.get_name()}: {warning.message}")
         elif message.type == Gst.MessageType.EOS:
             loop.quit()
 
