@@ -7,6 +7,11 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 /* A backend state and what a frame running on it needs of its own. */
 typedef struct {
@@ -30,6 +35,7 @@ typedef struct {
   int busy;      /* lanes of the pool still running */
   int failed;    /* the lowest failed frame, n if none */
   GError *error; /* its error */
+  int nice;      /* the caller's priority, which the lanes take */
 } MrcnnBatchRun;
 
 struct _MrcnnEngine {
@@ -461,11 +467,39 @@ lane_run (MrcnnEngine *e, MrcnnLane *lane)
   }
 }
 
+/* The calling thread's nice value (Linux threads have their own). */
+static int
+thread_nice (void)
+{
+#ifdef __linux__
+  errno = 0;
+  int nice = getpriority (PRIO_PROCESS, (id_t) syscall (SYS_gettid));
+  return errno ? 0 : nice;
+#else
+  return 0;
+#endif
+}
+
+/* A caller that lowered its own priority (a live stream's analysis, which
+ * must not take the CPU from the stream) lowers the lanes that work for
+ * it; raising a lane's priority again may be refused, and it stays lower. */
+static void
+take_nice (int nice)
+{
+#ifdef __linux__
+  if (thread_nice () != nice)
+    (void) setpriority (PRIO_PROCESS, (id_t) syscall (SYS_gettid), nice);
+#else
+  (void) nice;
+#endif
+}
+
 /* A pool thread's turn in a batch. */
 static void
 lane_main (gpointer lane, gpointer engine)
 {
   MrcnnEngine *e = engine;
+  take_nice (e->batch.nice);
   lane_run (e, lane);
   g_mutex_lock (&e->batch.lock);
   if (--e->batch.busy == 0)
@@ -488,6 +522,7 @@ mrcnn_engine_detect_batch (MrcnnEngine *e, const MrcnnImage *images,
   b->next = b->stop = 0;
   b->failed = n;
   b->busy = lanes - 1;
+  b->nice = thread_nice ();
   for (int i = 1; i < lanes; i++)
     g_thread_pool_push (e->pool, &e->lanes[i], NULL);
   lane_run (e, &e->lanes[0]);

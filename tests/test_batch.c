@@ -7,6 +7,11 @@
  * frames before it keep their results. */
 #include <gdk-pixbuf/gdk-pixbuf.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "mrcnn.h"
 
@@ -171,6 +176,70 @@ test_failing_frame (gconstpointer lanes)
     mrcnn_result_clear (&results[i]);
 }
 
+#ifdef __linux__
+/* The threads of this process other than the calling one at nice `nice`
+ * (field 19 of /proc/self/task/TID/stat). */
+static int
+other_threads_at_nice (int nice)
+{
+  int n = 0;
+  pid_t self = (pid_t) syscall (SYS_gettid);
+  GDir *dir = g_dir_open ("/proc/self/task", 0, NULL);
+  g_assert_nonnull (dir);
+  const char *name;
+  while ((name = g_dir_read_name (dir))) {
+    if (atoi (name) == self)
+      continue;
+    char *path = g_strdup_printf ("/proc/self/task/%s/stat", name), *text;
+    if (g_file_get_contents (path, &text, NULL, NULL)) {
+      /* after the command name's closing parenthesis: field 3 on */
+      char **fields = g_strsplit (strrchr (text, ')') + 2, " ", -1);
+      n += g_strv_length (fields) > 16 && atoi (fields[16]) == nice;
+      g_strfreev (fields);
+      g_free (text);
+    }
+    g_free (path);
+  }
+  g_dir_close (dir);
+  return n;
+}
+
+static gpointer
+batch_at_nice_10 (gpointer engine)
+{
+  g_assert_cmpint (setpriority (PRIO_PROCESS, (id_t) syscall (SYS_gettid),
+          10), ==, 0);
+  MrcnnImage images[2] = {
+    { pixels, width, height, stride }, { pixels, width, height, stride },
+  };
+  MrcnnResult results[2];
+  mrcnn_result_init (&results[0]);
+  mrcnn_result_init (&results[1]);
+  GError *error = NULL;
+  g_assert_cmpint (mrcnn_engine_detect_batch (engine, images, NULL, 2,
+          results, &error), ==, 2);
+  g_assert_no_error (error);
+  /* the other lane's thread (one thread a lane: no OpenMP team) */
+  int lowered = other_threads_at_nice (10);
+  mrcnn_result_clear (&results[0]);
+  mrcnn_result_clear (&results[1]);
+  return GINT_TO_POINTER (lowered);
+}
+
+/* A caller that lowered its priority (maskrcnn's live analysis) lowers the
+ * lanes that run its batch: the engine and its lane made at nice 0, the
+ * batch run from a thread at nice 10. */
+static void
+test_lanes_take_callers_priority (void)
+{
+  MrcnnEngine *engine = engine_with_lanes (2);
+  g_assert_cmpint (other_threads_at_nice (10), ==, 0);
+  GThread *caller = g_thread_new ("nice-10", batch_at_nice_10, engine);
+  g_assert_cmpint (GPOINTER_TO_INT (g_thread_join (caller)), ==, 1);
+  mrcnn_engine_free (engine);
+}
+#endif
+
 static void
 test_lanes_out_of_range (void)
 {
@@ -218,6 +287,10 @@ main (int argc, char **argv)
     g_free (path);
   }
   g_test_add_func ("/batch/lanes-out-of-range", test_lanes_out_of_range);
+#ifdef __linux__
+  g_test_add_func ("/batch/lanes-take-callers-priority",
+      test_lanes_take_callers_priority);
+#endif
   int rc = g_test_run ();
   g_free (pixels);
   mrcnn_model_free (model);
