@@ -237,13 +237,12 @@ next_meta (GstBuffer *buffer, gpointer *state)
       state, GST_MASK_RCNN_META_API_TYPE);
 }
 
-/* Where a frame carries the results of several models, each detection
- * says which. */
+/* Which model a detection is of (chained maskrcnn elements), where
+ * known. */
 static void
-add_model_member (JsonBuilder *b, const GstMaskRcnnMeta *meta,
-    gboolean several)
+add_model_member (JsonBuilder *b, const GstMaskRcnnMeta *meta)
 {
-  if (!several || !meta->model_name)
+  if (!meta->model_name)
     return;
   json_builder_set_member_name (b, "model");
   json_builder_add_string_value (b, meta->model_name);
@@ -283,7 +282,7 @@ write_mot_lines (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer)
 /* The frame's line; its repeated and result_pts are the first model's. */
 static gboolean
 write_frame_line (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer,
-    const GstMaskRcnnMeta *meta, gboolean several)
+    const GstMaskRcnnMeta *meta)
 {
   JsonBuilder *b = json_builder_new ();
   json_builder_begin_object (b);
@@ -320,7 +319,7 @@ write_frame_line (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer,
         json_builder_set_member_name (b, "label");
         json_builder_add_string_value (b, d->class_name);
         add_detection_members (b, m, d, self->active_encoding);
-        add_model_member (b, m, several);
+        add_model_member (b, m);
         json_builder_end_object (b);
       }
     }
@@ -341,8 +340,7 @@ write_frame_line (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer,
 }
 
 static void
-add_results (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer,
-    gboolean several)
+add_results (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer)
 {
   gpointer state = NULL;
   const GstMaskRcnnMeta *meta;
@@ -354,7 +352,7 @@ add_results (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer,
       json_builder_add_int_value (b, (gint64) frame);
       add_detection_members (b, meta, &meta->detections[i],
           self->active_encoding);
-      add_model_member (b, meta, several);
+      add_model_member (b, meta);
       json_builder_end_object (b);
       json_array_add_element (self->results, json_builder_get_root (b));
       g_object_unref (b);
@@ -511,10 +509,8 @@ gst_mask_rcnn_export_transform_ip (GstBaseTransform *trans, GstBuffer *buffer)
   guint64 frame = self->frame++;
   const GstMaskRcnnMeta *first = NULL, *meta;
   gpointer state = NULL;
-  guint n_metas = 0;
   while ((meta = next_meta (buffer, &state))) {
     first = first ? first : meta;
-    n_metas++;
     for (guint i = 0; i < meta->n_detections; i++) {
       const GstMaskRcnnDetection *d = &meta->detections[i];
       gpointer id = GINT_TO_POINTER (d->class_id);
@@ -525,12 +521,12 @@ gst_mask_rcnn_export_transform_ip (GstBaseTransform *trans, GstBuffer *buffer)
     }
   }
   if (self->active_format == GST_MASK_RCNN_EXPORT_FORMAT_JSONL)
-    return write_frame_line (self, frame, buffer, first, n_metas > 1)
-        ? GST_FLOW_OK : GST_FLOW_ERROR;
+    return write_frame_line (self, frame, buffer, first) ? GST_FLOW_OK
+        : GST_FLOW_ERROR;
   if (self->active_format == GST_MASK_RCNN_EXPORT_FORMAT_MOT)
     return write_mot_lines (self, frame, buffer) ? GST_FLOW_OK
         : GST_FLOW_ERROR;
-  add_results (self, frame, buffer, n_metas > 1);
+  add_results (self, frame, buffer);
   return GST_FLOW_OK;
 }
 

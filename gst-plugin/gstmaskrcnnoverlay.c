@@ -268,7 +268,7 @@ draw_meta (GstMaskRcnnOverlay *self, GstVideoFrame *frame,
     if (style->by_track && d->track_id)
       index_rgb (d->track_id, 0.0f, rgb);
     else
-      index_rgb ((guint64) d->class_id, 0.5f * k, rgb);
+      index_rgb ((guint64) d->class_id, fmodf (0.381966f * k, 1.0f), rgb);
     FrameColour colour = frame_colour (&frame->info, rgb);
     if (style->masks && d->mask) {
       paint (frame, &colour, d->mask_x, d->mask_y, d->mask_width,

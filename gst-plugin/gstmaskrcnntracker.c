@@ -110,10 +110,10 @@ model_tracks_free (gpointer data)
   g_free (m);
 }
 
-/* The tracks of the occurrence-th meta of model_name on a frame, made at
- * its first results. */
+/* The tracks of the occurrence-th meta of model_name on a frame; NULL
+ * before its first results. */
 static ModelTracks *
-model_tracks (GstMaskRcnnTracker *self, const gchar *model_name,
+find_tracks (GstMaskRcnnTracker *self, const gchar *model_name,
     guint occurrence)
 {
   for (guint i = 0; i < self->models->len; i++) {
@@ -122,7 +122,18 @@ model_tracks (GstMaskRcnnTracker *self, const gchar *model_name,
         && m->occurrence == occurrence)
       return m;
   }
-  ModelTracks *m = g_new0 (ModelTracks, 1);
+  return NULL;
+}
+
+/* The same, made at its first results. */
+static ModelTracks *
+model_tracks (GstMaskRcnnTracker *self, const gchar *model_name,
+    guint occurrence)
+{
+  ModelTracks *m = find_tracks (self, model_name, occurrence);
+  if (m)
+    return m;
+  m = g_new0 (ModelTracks, 1);
   m->model_name = g_strdup (model_name);
   m->occurrence = occurrence;
   GST_OBJECT_LOCK (self);
@@ -131,6 +142,20 @@ model_tracks (GstMaskRcnnTracker *self, const gchar *model_name,
   m->ids = g_array_new (FALSE, TRUE, sizeof (guint64));
   g_ptr_array_add (self->models, m);
   return m;
+}
+
+/* The buffer's metas of model_name before `meta` (NULL: all of them). */
+static guint
+metas_of_model (GstBuffer *buffer, const gchar *model_name,
+    const GstMeta *meta)
+{
+  guint n = 0;
+  gpointer state = NULL;
+  GstMeta *m;
+  while ((m = gst_buffer_iterate_meta_filtered (buffer, &state,
+              GST_MASK_RCNN_META_API_TYPE)) && m != meta)
+    n += g_strcmp0 (((GstMaskRcnnMeta *) m)->model_name, model_name) == 0;
+  return n;
 }
 
 static void
@@ -229,16 +254,9 @@ tag_regions (GstMaskRcnnTracker *self, GstBuffer *buffer)
     if (!detection)
       continue;
     const gchar *model = gst_structure_get_string (detection, "model");
-    ModelTracks *tracks = NULL;
-    guint matches = 0;
-    for (guint i = 0; i < self->models->len; i++) {
-      ModelTracks *t = g_ptr_array_index (self->models, i);
-      if (g_strcmp0 (t->model_name, model) == 0) {
-        tracks = t;
-        matches++;
-      }
-    }
-    if (matches != 1 || roi->id < 0 || (guint) roi->id >= tracks->ids->len)
+    ModelTracks *tracks = metas_of_model (buffer, model, NULL) == 1
+        ? find_tracks (self, model, 0) : NULL;
+    if (!tracks || roi->id < 0 || (guint) roi->id >= tracks->ids->len)
       continue;
     for (GList *l = roi->params; l;) {
       GList *next = l->next;
@@ -262,11 +280,6 @@ track_meta (GstMaskRcnnTracker *self, GstMaskRcnnMeta *meta,
     guint occurrence)
 {
   ModelTracks *m = model_tracks (self, meta->model_name, occurrence);
-  if (m->have_results && meta->result_frame_number < m->results_frame) {
-    /* a new stream upstream that did not pass here */
-    restart (self, "frame numbers went back");
-    m = model_tracks (self, meta->model_name, occurrence);
-  }
   if (!m->have_results || meta->result_frame_number != m->results_frame
       || meta->n_detections != m->ids->len)
     update (self, m, meta);
@@ -280,19 +293,25 @@ gst_mask_rcnn_tracker_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
   GstMaskRcnnTracker *self = GST_MASK_RCNN_TRACKER (trans);
   gpointer state = NULL;
   GstMeta *m;
-  gboolean any = FALSE;
+  /* a model's frame numbers going back: a new stream upstream that did
+   * not pass here; all tracks start again before any id is given */
   while ((m = gst_buffer_iterate_meta_filtered (buf, &state,
               GST_MASK_RCNN_META_API_TYPE))) {
     GstMaskRcnnMeta *meta = (GstMaskRcnnMeta *) m;
-    /* the metas of the same model before this one */
-    guint occurrence = 0;
-    gpointer before = NULL;
-    GstMeta *o;
-    while ((o = gst_buffer_iterate_meta_filtered (buf, &before,
-                GST_MASK_RCNN_META_API_TYPE)) && o != m)
-      occurrence += g_strcmp0 (((GstMaskRcnnMeta *) o)->model_name,
-          meta->model_name) == 0;
-    track_meta (self, meta, occurrence);
+    ModelTracks *tracks = find_tracks (self, meta->model_name,
+        metas_of_model (buf, meta->model_name, m));
+    if (tracks && tracks->have_results
+        && meta->result_frame_number < tracks->results_frame) {
+      restart (self, "frame numbers went back");
+      break;
+    }
+  }
+  gboolean any = FALSE;
+  state = NULL;
+  while ((m = gst_buffer_iterate_meta_filtered (buf, &state,
+              GST_MASK_RCNN_META_API_TYPE))) {
+    GstMaskRcnnMeta *meta = (GstMaskRcnnMeta *) m;
+    track_meta (self, meta, metas_of_model (buf, meta->model_name, m));
     any = TRUE;
   }
   if (any)

@@ -248,7 +248,7 @@ GST_START_TEST (test_jsonl)
     fail_unless_equals_string (json_object_get_string_member (d, "label"),
         specs[i].name);
     check_rle (json_object_get_object_member (d, "segmentation"), &specs[i]);
-    /* one model on the frame: no need to say which */
+    /* a meta without model_name: no "model" */
     fail_if (json_object_has_member (d, "model"));
   }
   json_node_unref (node);
@@ -335,7 +335,7 @@ GST_END_TEST;
 
 /* Behind two chained maskrcnn elements (a meta of each model): every
  * format writes the detections of both, jsonl and coco each with its
- * "model". */
+ * "model" (written whenever the meta names its model). */
 GST_START_TEST (test_two_models)
 {
   const gchar *formats[] = { "jsonl", "coco", "mot" };

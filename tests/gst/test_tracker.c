@@ -486,6 +486,46 @@ GST_START_TEST (test_element_two_models)
     fail_unless_equals_int (rois, 3);
     gst_buffer_unref (out);
   }
+
+  /* the second model's frame numbers go back (it restarted): every track
+   * starts again before any id is given, so ids stay unique on the frame */
+  Obj people[2] = { { 1, 40, 40, 40, 3 }, { 1, 180, 150, 50, 3 } };
+  Obj cars[1] = { { 1, 40, 40, 40, 3 } };
+  GstBuffer *in = gst_buffer_new_allocate (NULL, W * H * 3, NULL);
+  add_results (in, people, 2, 4, 4, "people.safetensors");
+  add_results (in, cars, 1, 4, 0, "cars.safetensors");
+  GstBuffer *out = gst_harness_push_and_pull (h, in);
+  guint64 ids[3];
+  guint k = 0;
+  gpointer state = NULL;
+  GstMeta *m;
+  while ((m = gst_buffer_iterate_meta_filtered (out, &state,
+              GST_MASK_RCNN_META_API_TYPE)))
+    for (guint i = 0; i < ((GstMaskRcnnMeta *) m)->n_detections; i++)
+      ids[k++] = ((GstMaskRcnnMeta *) m)->detections[i].track_id;
+  fail_unless_equals_int (k, 3);
+  fail_unless (ids[0] != ids[1] && ids[0] != ids[2] && ids[1] != ids[2],
+      "ids %" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT,
+      ids[0], ids[1], ids[2]);
+  gst_buffer_unref (out);
+
+  /* one frame with the same model twice, then frames with it once: its
+   * ROIs are tagged again */
+  in = gst_buffer_new_allocate (NULL, W * H * 3, NULL);
+  add_results (in, people, 2, 5, 5, "people.safetensors");
+  add_results (in, cars, 1, 5, 5, "people.safetensors");
+  gst_buffer_unref (gst_harness_push_and_pull (h, in));
+  in = gst_buffer_new_allocate (NULL, W * H * 3, NULL);
+  add_results (in, people, 2, 6, 6, "people.safetensors");
+  out = gst_harness_push_and_pull (h, in);
+  guint tagged = 0;
+  state = NULL;
+  while ((m = gst_buffer_iterate_meta_filtered (out, &state,
+              GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE)))
+    tagged += gst_video_region_of_interest_meta_get_param
+        ((GstVideoRegionOfInterestMeta *) m, "object_id") != NULL;
+  fail_unless_equals_int (tagged, 2);
+  gst_buffer_unref (out);
   gst_harness_teardown (h);
 }
 
