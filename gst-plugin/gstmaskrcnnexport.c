@@ -228,15 +228,6 @@ add_detection_members (JsonBuilder *b, const GstMaskRcnnMeta *meta,
   add_segmentation (b, meta, d, encoding);
 }
 
-/* The frame's next GstMaskRcnnMeta (one per chained maskrcnn element, in
- * their order), from *state (NULL at first); NULL after the last. */
-static const GstMaskRcnnMeta *
-next_meta (GstBuffer *buffer, gpointer *state)
-{
-  return (const GstMaskRcnnMeta *) gst_buffer_iterate_meta_filtered (buffer,
-      state, GST_MASK_RCNN_META_API_TYPE);
-}
-
 /* Which model a detection is of (chained maskrcnn elements), where
  * known. */
 static void
@@ -256,7 +247,7 @@ write_mot_lines (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer)
   GString *text = g_string_new (NULL);
   gpointer state = NULL;
   const GstMaskRcnnMeta *meta;
-  while ((meta = next_meta (buffer, &state))) {
+  while ((meta = gst_buffer_iterate_mask_rcnn_meta (buffer, &state))) {
     for (guint i = 0; i < meta->n_detections; i++) {
       const GstMaskRcnnDetection *d = &meta->detections[i];
       if (!d->track_id)
@@ -312,7 +303,7 @@ write_frame_line (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer,
     json_builder_begin_array (b);
     gpointer state = NULL;
     const GstMaskRcnnMeta *m;
-    while ((m = next_meta (buffer, &state))) {
+    while ((m = gst_buffer_iterate_mask_rcnn_meta (buffer, &state))) {
       for (guint i = 0; i < m->n_detections; i++) {
         const GstMaskRcnnDetection *d = &m->detections[i];
         json_builder_begin_object (b);
@@ -344,7 +335,7 @@ add_results (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer)
 {
   gpointer state = NULL;
   const GstMaskRcnnMeta *meta;
-  while ((meta = next_meta (buffer, &state))) {
+  while ((meta = gst_buffer_iterate_mask_rcnn_meta (buffer, &state))) {
     for (guint i = 0; i < meta->n_detections; i++) {
       JsonBuilder *b = json_builder_new ();
       json_builder_begin_object (b);
@@ -509,7 +500,7 @@ gst_mask_rcnn_export_transform_ip (GstBaseTransform *trans, GstBuffer *buffer)
   guint64 frame = self->frame++;
   const GstMaskRcnnMeta *first = NULL, *meta;
   gpointer state = NULL;
-  while ((meta = next_meta (buffer, &state))) {
+  while ((meta = gst_buffer_iterate_mask_rcnn_meta (buffer, &state))) {
     first = first ? first : meta;
     for (guint i = 0; i < meta->n_detections; i++) {
       const GstMaskRcnnDetection *d = &meta->detections[i];

@@ -334,11 +334,10 @@ gst_mask_rcnn_overlay_transform_frame_ip (GstVideoFilter *filter,
 
   /* every model's, in the order they were added */
   gpointer state = NULL;
-  GstMeta *m;
+  GstMaskRcnnMeta *meta;
   guint k = 0;
-  while ((m = gst_buffer_iterate_meta_filtered (frame->buffer, &state,
-              GST_MASK_RCNN_META_API_TYPE)))
-    draw_meta (self, frame, (const GstMaskRcnnMeta *) m, k++, &style);
+  while ((meta = gst_buffer_iterate_mask_rcnn_meta (frame->buffer, &state)))
+    draw_meta (self, frame, meta, k++, &style);
   return GST_FLOW_OK;
 }
 

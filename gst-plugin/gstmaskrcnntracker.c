@@ -89,7 +89,6 @@ GST_ELEMENT_REGISTER_DEFINE_WITH_CODE (maskrcnntracker, "maskrcnntracker",
     GST_DEBUG_CATEGORY_INIT (gst_mask_rcnn_tracker_debug, "maskrcnntracker",
         0, "Mask R-CNN instance tracker"));
 
-/* Every track is forgotten: a new stream, a seek, other caps. */
 /* The tracks of one model's detections. */
 typedef struct {
   gchar *model_name;      /* the metas' model_name (NULL: unknown) */
@@ -144,20 +143,41 @@ model_tracks (GstMaskRcnnTracker *self, const gchar *model_name,
   return m;
 }
 
-/* The buffer's metas of model_name before `meta` (NULL: all of them). */
+/* One of the frame's metas, and which of its model's metas it is (0 but
+ * where two carry the same model_name). */
+typedef struct {
+  GstMaskRcnnMeta *meta;
+  guint occurrence;
+} FrameMeta;
+
+/* The frame's metas into self->frame_metas, in their order. */
+static void
+collect_metas (GstMaskRcnnTracker *self, GstBuffer *buffer)
+{
+  g_array_set_size (self->frame_metas, 0);
+  gpointer state = NULL;
+  GstMaskRcnnMeta *meta;
+  while ((meta = gst_buffer_iterate_mask_rcnn_meta (buffer, &state))) {
+    FrameMeta f = { meta, 0 };
+    for (guint i = 0; i < self->frame_metas->len; i++)
+      f.occurrence += g_strcmp0 (g_array_index (self->frame_metas, FrameMeta,
+              i).meta->model_name, meta->model_name) == 0;
+    g_array_append_val (self->frame_metas, f);
+  }
+}
+
+/* How many of the frame's metas are of model_name. */
 static guint
-metas_of_model (GstBuffer *buffer, const gchar *model_name,
-    const GstMeta *meta)
+count_metas (GstMaskRcnnTracker *self, const gchar *model_name)
 {
   guint n = 0;
-  gpointer state = NULL;
-  GstMeta *m;
-  while ((m = gst_buffer_iterate_meta_filtered (buffer, &state,
-              GST_MASK_RCNN_META_API_TYPE)) && m != meta)
-    n += g_strcmp0 (((GstMaskRcnnMeta *) m)->model_name, model_name) == 0;
+  for (guint i = 0; i < self->frame_metas->len; i++)
+    n += g_strcmp0 (g_array_index (self->frame_metas, FrameMeta,
+            i).meta->model_name, model_name) == 0;
   return n;
 }
 
+/* Every track is forgotten: a new stream, a seek, other caps. */
 static void
 restart (GstMaskRcnnTracker *self, const gchar *why)
 {
@@ -254,7 +274,7 @@ tag_regions (GstMaskRcnnTracker *self, GstBuffer *buffer)
     if (!detection)
       continue;
     const gchar *model = gst_structure_get_string (detection, "model");
-    ModelTracks *tracks = metas_of_model (buffer, model, NULL) == 1
+    ModelTracks *tracks = count_metas (self, model) == 1
         ? find_tracks (self, model, 0) : NULL;
     if (!tracks || roi->id < 0 || (guint) roi->id >= tracks->ids->len)
       continue;
@@ -291,30 +311,24 @@ static GstFlowReturn
 gst_mask_rcnn_tracker_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
 {
   GstMaskRcnnTracker *self = GST_MASK_RCNN_TRACKER (trans);
-  gpointer state = NULL;
-  GstMeta *m;
+  collect_metas (self, buf);
   /* a model's frame numbers going back: a new stream upstream that did
    * not pass here; all tracks start again before any id is given */
-  while ((m = gst_buffer_iterate_meta_filtered (buf, &state,
-              GST_MASK_RCNN_META_API_TYPE))) {
-    GstMaskRcnnMeta *meta = (GstMaskRcnnMeta *) m;
-    ModelTracks *tracks = find_tracks (self, meta->model_name,
-        metas_of_model (buf, meta->model_name, m));
+  for (guint i = 0; i < self->frame_metas->len; i++) {
+    FrameMeta *f = &g_array_index (self->frame_metas, FrameMeta, i);
+    ModelTracks *tracks = find_tracks (self, f->meta->model_name,
+        f->occurrence);
     if (tracks && tracks->have_results
-        && meta->result_frame_number < tracks->results_frame) {
+        && f->meta->result_frame_number < tracks->results_frame) {
       restart (self, "frame numbers went back");
       break;
     }
   }
-  gboolean any = FALSE;
-  state = NULL;
-  while ((m = gst_buffer_iterate_meta_filtered (buf, &state,
-              GST_MASK_RCNN_META_API_TYPE))) {
-    GstMaskRcnnMeta *meta = (GstMaskRcnnMeta *) m;
-    track_meta (self, meta, metas_of_model (buf, meta->model_name, m));
-    any = TRUE;
+  for (guint i = 0; i < self->frame_metas->len; i++) {
+    FrameMeta *f = &g_array_index (self->frame_metas, FrameMeta, i);
+    track_meta (self, f->meta, f->occurrence);
   }
-  if (any)
+  if (self->frame_metas->len)
     tag_regions (self, buf);
   return GST_FLOW_OK;
 }
@@ -379,6 +393,7 @@ gst_mask_rcnn_tracker_finalize (GObject *object)
   GstMaskRcnnTracker *self = GST_MASK_RCNN_TRACKER (object);
   g_ptr_array_unref (self->models);
   g_array_unref (self->detections);
+  g_array_unref (self->frame_metas);
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 
@@ -452,6 +467,7 @@ gst_mask_rcnn_tracker_init (GstMaskRcnnTracker *self)
   };
   self->models = g_ptr_array_new_with_free_func (model_tracks_free);
   self->detections = g_array_new (FALSE, TRUE, sizeof (MaskTrackerDetection));
+  self->frame_metas = g_array_new (FALSE, FALSE, sizeof (FrameMeta));
   /* in place, writing the meta: never passthrough */
   gst_base_transform_set_in_place (GST_BASE_TRANSFORM (self), TRUE);
 }

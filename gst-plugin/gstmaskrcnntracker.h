@@ -27,6 +27,7 @@ struct _GstMaskRcnnTracker {
                              stream carries (chained maskrcnn elements) */
   guint64 next_id;        /* the stream's next track id, for all of them */
   GArray *detections;     /* MaskTrackerDetection, an update's input */
+  GArray *frame_metas;    /* FrameMeta: the frame's metas, per buffer */
 };
 
 GST_ELEMENT_REGISTER_DECLARE (maskrcnntracker);

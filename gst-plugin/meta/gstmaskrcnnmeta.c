@@ -160,14 +160,89 @@ gst_mask_rcnn_meta_get_info (void)
  * gst_buffer_get_mask_rcnn_meta:
  * @buffer: a #GstBuffer
  *
- * Returns: (transfer none) (nullable): the detections attached to @buffer,
- *   or %NULL when the buffer was not analysed
+ * Returns: (transfer none) (nullable): the detections attached to @buffer
+ *   (the first model's, where chained maskrcnn elements added several:
+ *   gst_buffer_get_mask_rcnn_meta_for_model() picks one, and
+ *   gst_buffer_iterate_mask_rcnn_meta() walks them all), or %NULL when the
+ *   buffer was not analysed
  */
 GstMaskRcnnMeta *
 gst_buffer_get_mask_rcnn_meta (GstBuffer *buffer)
 {
   return (GstMaskRcnnMeta *) gst_buffer_get_meta (buffer,
       GST_MASK_RCNN_META_API_TYPE);
+}
+
+/**
+ * gst_buffer_iterate_mask_rcnn_meta: (skip)
+ * @buffer: a #GstBuffer
+ * @state: an opaque state pointer, %NULL at the first call
+ *
+ * Walks the buffer's detection metas in the order they were added (one per
+ * maskrcnn element that analysed the frame: chained elements add one each,
+ * told apart by #GstMaskRcnnMeta.model_name):
+ *
+ *   gpointer state = NULL;
+ *   GstMaskRcnnMeta *meta;
+ *   while ((meta = gst_buffer_iterate_mask_rcnn_meta (buffer, &state)))
+ *     ...
+ *
+ * Bindings use gst_buffer_get_mask_rcnn_metas().
+ *
+ * Returns: (transfer none) (nullable): the next meta, or %NULL after the
+ *   last
+ */
+GstMaskRcnnMeta *
+gst_buffer_iterate_mask_rcnn_meta (GstBuffer *buffer, gpointer *state)
+{
+  g_return_val_if_fail (state != NULL, NULL);
+  return (GstMaskRcnnMeta *) gst_buffer_iterate_meta_filtered (buffer, state,
+      GST_MASK_RCNN_META_API_TYPE);
+}
+
+/**
+ * gst_buffer_get_mask_rcnn_metas:
+ * @buffer: a #GstBuffer
+ *
+ * Returns: (transfer container) (element-type GstMaskRcnnMeta): every
+ *   detection meta of @buffer, in the order they were added (chained
+ *   maskrcnn elements add one each); empty when the buffer was not
+ *   analysed.  The metas stay the buffer's; free the list with g_list_free()
+ */
+GList *
+gst_buffer_get_mask_rcnn_metas (GstBuffer *buffer)
+{
+  GList *metas = NULL;
+  gpointer state = NULL;
+  GstMaskRcnnMeta *meta;
+  while ((meta = gst_buffer_iterate_mask_rcnn_meta (buffer, &state)))
+    metas = g_list_prepend (metas, meta);
+  return g_list_reverse (metas);
+}
+
+/**
+ * gst_buffer_get_mask_rcnn_meta_for_model:
+ * @buffer: a #GstBuffer
+ * @model_name: a model's name, as in #GstMaskRcnnMeta.model_name (the
+ *   weights file's name, without its folder)
+ *
+ * Picks one model's results out of a frame that chained maskrcnn elements
+ * analysed.
+ *
+ * Returns: (transfer none) (nullable): the first detection meta of @buffer
+ *   whose model is @model_name, or %NULL when there is none
+ */
+GstMaskRcnnMeta *
+gst_buffer_get_mask_rcnn_meta_for_model (GstBuffer *buffer,
+    const gchar *model_name)
+{
+  g_return_val_if_fail (model_name != NULL, NULL);
+  gpointer state = NULL;
+  GstMaskRcnnMeta *meta;
+  while ((meta = gst_buffer_iterate_mask_rcnn_meta (buffer, &state)))
+    if (g_strcmp0 (meta->model_name, model_name) == 0)
+      return meta;
+  return NULL;
 }
 
 /**

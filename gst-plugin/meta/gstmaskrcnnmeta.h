@@ -11,6 +11,11 @@
  *         d->mask[row * d->mask_width + col] ...
  *   }
  *
+ * Chained maskrcnn elements (two models on one stream) add a meta each,
+ * told apart by model_name: gst_buffer_get_mask_rcnn_meta_for_model()
+ * picks one, gst_buffer_iterate_mask_rcnn_meta() walks them all
+ * (bindings: gst_buffer_get_mask_rcnn_metas()).
+ *
  * Bindings (Python through GObject-Introspection) use the accessor
  * functions below instead of the arrays: an array whose length is another
  * field, or the product of two, cannot be described to
@@ -140,6 +145,11 @@ GType gst_mask_rcnn_meta_api_get_type (void);
 const GstMetaInfo *gst_mask_rcnn_meta_get_info (void);
 
 GstMaskRcnnMeta *gst_buffer_get_mask_rcnn_meta (GstBuffer *buffer);
+GstMaskRcnnMeta *gst_buffer_iterate_mask_rcnn_meta (GstBuffer *buffer,
+    gpointer *state);
+GList *gst_buffer_get_mask_rcnn_metas (GstBuffer *buffer);
+GstMaskRcnnMeta *gst_buffer_get_mask_rcnn_meta_for_model (GstBuffer *buffer,
+    const gchar *model_name);
 GstMaskRcnnMeta *gst_buffer_add_mask_rcnn_meta (GstBuffer *buffer,
     guint frame_width, guint frame_height);
 

@@ -512,6 +512,65 @@ GST_END_TEST;
 
 /* Geometry the meta cannot follow (a rotation, a crop) drops it rather
  * than leave it wrong. */
+/* Chained maskrcnn elements add a meta each: walked in their order, picked
+ * by model name, the order kept by a copy. */
+GST_START_TEST (test_meta_of_chained_models)
+{
+  static const char *const models[] = { "people.safetensors",
+    "cars.h5", "people.safetensors"
+  };
+  GstBuffer *buffer = gst_buffer_new_allocate (NULL, 16, NULL);
+  gpointer state = NULL;
+  fail_unless (gst_buffer_iterate_mask_rcnn_meta (buffer, &state) == NULL);
+  fail_unless (gst_buffer_get_mask_rcnn_metas (buffer) == NULL);
+  fail_unless (gst_buffer_get_mask_rcnn_meta_for_model (buffer,
+          models[0]) == NULL);
+  GstMaskRcnnMeta *added[G_N_ELEMENTS (models)];
+  for (gsize i = 0; i < G_N_ELEMENTS (models); i++) {
+    added[i] = gst_buffer_add_mask_rcnn_meta (buffer, 64, 48);
+    gst_mask_rcnn_meta_set_source (added[i], "camera", models[i]);
+    for (gsize k = 0; k <= i; k++)
+      gst_mask_rcnn_meta_add_detection (added[i], 1, "thing", 0.5f, 1, 2, 3,
+          4, 0, 0, 0, 0, NULL);
+  }
+  /* a meta of another API between them is skipped */
+  gst_buffer_add_video_region_of_interest_meta (buffer, "thing", 1, 2, 3, 4);
+
+  GstBuffer *copy = gst_buffer_copy (buffer);
+  GstBuffer *buffers[] = { buffer, copy };
+  for (gsize b = 0; b < G_N_ELEMENTS (buffers); b++) {
+    GstMaskRcnnMeta *meta;
+    guint n = 0;
+    state = NULL;
+    while ((meta = gst_buffer_iterate_mask_rcnn_meta (buffers[b], &state))) {
+      fail_unless (n < G_N_ELEMENTS (models));
+      fail_unless_equals_string (meta->model_name, models[n]);
+      fail_unless_equals_int (meta->n_detections, n + 1);
+      fail_unless (b == 1 || meta == added[n]);
+      n++;
+    }
+    fail_unless_equals_int (n, G_N_ELEMENTS (models));
+    GList *metas = gst_buffer_get_mask_rcnn_metas (buffers[b]);
+    fail_unless_equals_int (g_list_length (metas), G_N_ELEMENTS (models));
+    n = 0;
+    for (GList *l = metas; l; l = l->next, n++)
+      fail_unless_equals_int (((GstMaskRcnnMeta *) l->data)->n_detections,
+          n + 1);
+    /* the first of a name; the first meta of all for the plain getter */
+    fail_unless (gst_buffer_get_mask_rcnn_meta_for_model (buffers[b],
+            models[0]) == metas->data);
+    fail_unless (gst_buffer_get_mask_rcnn_meta_for_model (buffers[b],
+            models[1]) == metas->next->data);
+    fail_unless (gst_buffer_get_mask_rcnn_meta_for_model (buffers[b],
+            "people") == NULL);
+    fail_unless (gst_buffer_get_mask_rcnn_meta (buffers[b]) == metas->data);
+    g_list_free (metas);
+  }
+  gst_buffer_unref (copy);
+  gst_buffer_unref (buffer);
+}
+GST_END_TEST;
+
 GST_START_TEST (test_meta_dropped_when_geometry_changes)
 {
   static const char *const tails[] = { "videoflip video-direction=90r",
@@ -1275,6 +1334,7 @@ maskrcnn_suite (void)
   tcase_add_test (tc, test_meta_survives_copy);
   tcase_add_test (tc, test_meta_scaled);
   tcase_add_test (tc, test_meta_dropped_when_geometry_changes);
+  tcase_add_test (tc, test_meta_of_chained_models);
   tcase_add_test (tc, test_matterport_model);
   tcase_add_test (tc, test_error_no_model);
   tcase_add_test (tc, test_error_bad_config);

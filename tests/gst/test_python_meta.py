@@ -1,7 +1,8 @@
 """GstMaskRcnnMeta from Python through the GstMaskRcnn typelib: every field
 of the meta and of its detections, every accessor, the masks as NumPy arrays
 and the full-frame mask helper, on the frames maskrcnn analyses, on a copy
-and on a scaled copy of them, and on metas made from Python.
+and on a scaled copy of them, on the metas of two chained models, and on
+metas made from Python.
 
     test_python_meta.py MODEL IMAGE
 
@@ -388,6 +389,57 @@ def case_tracked(model, image):
           f"{[len(i) for i in ids]} detections, ids {ids[0][:8] if ids else []}...")
 
 
+def case_chained(model, image):
+    """Two chained maskrcnn elements (the test model, then matterport's narrow
+    model): buffer_get_mask_rcnn_metas gives both metas in their order,
+    buffer_get_mask_rcnn_meta_for_model picks each by its model_name, and
+    each model's detections are those it gives alone."""
+    import os
+    Gst, GstMaskRcnn = load()
+    h5, h5_config = os.environ["MRCNN_TEST_H5"], os.environ["MRCNN_TEST_H5_CONFIG"]
+    names = [os.path.basename(model), os.path.basename(h5)]
+    second = f"maskrcnn name=second mode=every-frame model={h5} config={h5_config}"
+    first_alone, second_alone, chained = [], [], []
+
+    def alone(frames):
+        def on_buffer(buffer):
+            meta = GstMaskRcnn.buffer_get_mask_rcnn_meta(buffer)
+            frames.append(check_meta(meta, "alone", report=False)[0] if meta else None)
+        return on_buffer
+
+    def on_chained(buffer):
+        metas = GstMaskRcnn.buffer_get_mask_rcnn_metas(buffer)
+        picked = [GstMaskRcnn.buffer_get_mask_rcnn_meta_for_model(buffer, n) for n in names]
+        where = f"chained frame {len(chained)}"
+        chained.append((
+            [m.get_model_name() for m in metas],
+            [check_meta(m, where, report=False)[0] for m in metas],
+            [p is not None and p.get_model_name() == n for p, n in zip(picked, names)],
+            GstMaskRcnn.buffer_get_mask_rcnn_meta_for_model(buffer, "other.safetensors"),
+            GstMaskRcnn.buffer_get_mask_rcnn_meta(buffer).get_model_name()))
+
+    run_pipeline(Gst, source(image).format(model=model) + " ! fakesink",
+                 {"detector": ("src", guarded(alone(first_alone)))})
+    run_pipeline(Gst, source(image).format(model=model).replace(
+        f"maskrcnn name=detector mode=every-frame model={model}", second) + " ! fakesink",
+                 {"second": ("src", guarded(alone(second_alone)))})
+    run_pipeline(Gst, source(image).format(model=model) + f" ! {second} ! fakesink",
+                 {"second": ("src", guarded(on_chained))})
+    check("buffer_get_mask_rcnn_metas: both models' metas on each of the 2 frames, "
+          "in the elements' order", len(chained) == 2
+          and all(c[0] == names for c in chained), f"{[c[0] for c in chained]}")
+    check("buffer_get_mask_rcnn_meta_for_model: each model's meta by its name, None for "
+          "another name; buffer_get_mask_rcnn_meta: the first model's",
+          len(chained) == 2 and all(all(c[2]) and c[3] is None and c[4] == names[0]
+                                    for c in chained))
+    n = [[len(s) for s in c[1]] for c in chained]
+    check("each model's detections in the chain: those it gives alone, in the same order "
+          "(the test model finds about 20, matterport's about 70)",
+          len(chained) == 2 and len(first_alone) == len(second_alone) == 2
+          and all(c[1] == [a, b] for c, a, b in zip(chained, first_alone, second_alone))
+          and all(min(k) >= 10 for k in n), f"detections per model {n}")
+
+
 def write_attempts(obj, fields, where):
     """Writes a wrong value into each field: every write must be refused with
     an exception and leave the value as it was.  Returns the failures."""
@@ -455,6 +507,7 @@ CASES = {
     "fields": (case_fields, ()),
     "read-only": (case_read_only, ()),
     "tracked": (case_tracked, ()),
+    "chained": (case_chained, ()),
     "copy-and-scale": (case_copy_and_scale, ()),
     "made-in-python": (case_made_in_python, ()),
     "refused": (case_refused, ("assertion 'mask == NULL || mask_size == size' failed",
