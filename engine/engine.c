@@ -13,17 +13,11 @@
 #include <unistd.h>
 #endif
 
-/* A backend state and what a frame running on it needs of its own. */
-typedef struct {
-  gpointer state;
-  uint8_t *keep_class; /* a batch frame's class filter's storage */
-} MrcnnLane;
-
-/* The batch the lanes run (detect_batch).  The caller sets it up before
- * any lane starts and reads it after all are done; meanwhile the lanes
- * claim its frames in order through `next` and stop claiming once `stop`
- * is set (both atomic); `lock` guards busy, failed and error, and `idle`
- * is signalled when busy drops to 0. */
+/* The batch some lanes run (detect_batch), on the stack of its caller,
+ * who sets it up before any of its lanes starts and reads it after all are
+ * done; meanwhile the lanes claim its frames in order through `next` and
+ * stop claiming once `stop` is set (both atomic); `lock` guards busy,
+ * failed and error, and `idle` is signalled when busy drops to 0. */
 typedef struct {
   const MrcnnImage *images;
   const MrcnnFrameSettings *settings;
@@ -38,15 +32,29 @@ typedef struct {
   int nice;      /* the caller's priority, which the lanes take */
 } MrcnnBatchRun;
 
+/* A backend state and what a frame running on it needs of its own; the
+ * caller that took it (take_lanes) owns it until it gives it back. */
+typedef struct {
+  gpointer state;
+  uint8_t *keep_class; /* a batch frame's class filter's storage */
+  MrcnnBatchRun *run;  /* the batch it works for, while taken */
+} MrcnnLane;
+
 struct _MrcnnEngine {
   const MrcnnModel *model;
   const MrcnnBackend *backend;
-  /* lanes[0] runs on the caller's thread, the others (MrcnnOptions.lanes)
-   * on the pool's, one pool thread each */
+  /* MrcnnOptions.lanes.  Detections from several threads at once each
+   * take the lanes free at their start (at least one, waiting for it): a
+   * call's first lane runs on its own thread, any others on the pool's.
+   * The free ones are under lanes_lock; lane_freed is broadcast when lanes
+   * come back. */
   MrcnnLane *lanes;
   int n_lanes;
+  GMutex lanes_lock;
+  GCond lane_freed;
+  MrcnnLane **free_lanes;
+  int n_free;
   GThreadPool *pool;
-  MrcnnBatchRun batch;
   MrcnnThresholds thresholds;
   uint8_t *keep_class;       /* thresholds.keep_class's storage */
   char *dump_dir;
@@ -209,8 +217,8 @@ mrcnn_engine_new (const MrcnnModel *model, const MrcnnOptions *options,
   MrcnnEngine *e = g_new0 (MrcnnEngine, 1);
   e->model = model;
   e->backend = backend;
-  g_mutex_init (&e->batch.lock);
-  g_cond_init (&e->batch.idle);
+  g_mutex_init (&e->lanes_lock);
+  g_cond_init (&e->lane_freed);
   e->dump_dir = g_strdup (options->dump_dir);
   e->time_stages = options->time_stages;
   int lanes = backend->create_lane ? MAX (options->lanes, 1) : 1;
@@ -231,6 +239,9 @@ mrcnn_engine_new (const MrcnnModel *model, const MrcnnOptions *options,
       return NULL;
     }
   }
+  e->free_lanes = g_new (MrcnnLane *, e->n_lanes);
+  for (e->n_free = 0; e->n_free < e->n_lanes; e->n_free++)
+    e->free_lanes[e->n_free] = &e->lanes[e->n_free];
   if (lanes > 1 && !(e->pool = g_thread_pool_new (lane_main, e, lanes - 1,
               TRUE, error))) {
     mrcnn_engine_free (e);
@@ -262,8 +273,9 @@ mrcnn_engine_free (MrcnnEngine *e)
     g_free (e->lanes[i].keep_class);
   }
   g_free (e->lanes);
-  g_mutex_clear (&e->batch.lock);
-  g_cond_clear (&e->batch.idle);
+  g_free (e->free_lanes);
+  g_mutex_clear (&e->lanes_lock);
+  g_cond_clear (&e->lane_freed);
   g_free (e->keep_class);
   g_free (e->dump_dir);
   g_free (e);
@@ -316,8 +328,9 @@ write_npy (const char *path, const MrcnnHostTensor *t, GError **error)
   return ok;
 }
 
+/* The tensors of the frame the lane ran last. */
 static gboolean
-dump (MrcnnEngine *e, GError **error)
+dump (MrcnnEngine *e, const MrcnnLane *lane, GError **error)
 {
   if (g_mkdir_with_parents (e->dump_dir, 0755) != 0) {
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_IO, "%s: cannot create: %s",
@@ -326,7 +339,7 @@ dump (MrcnnEngine *e, GError **error)
   }
   for (gsize i = 0; i < G_N_ELEMENTS (dump_names); i++) {
     MrcnnHostTensor t;
-    if (!e->backend->inspect (e->lanes[0].state, dump_names[i], &t))
+    if (!e->backend->inspect (lane->state, dump_names[i], &t))
       continue;
     char *file = g_strconcat (dump_names[i], ".npy", NULL);
     char *path = g_build_filename (e->dump_dir, file, NULL);
@@ -414,14 +427,43 @@ detect_one (MrcnnEngine *e, MrcnnLane *lane, const MrcnnImage *image,
   for (int i = 0; i < result->n_detections; i++)
     result->detections[i].label =
         e->model->class_names[result->detections[i].label_id];
-  return e->dump_dir ? dump (e, error) : TRUE;
+  return e->dump_dir ? dump (e, lane, error) : TRUE;
+}
+
+/* Up to `want` of the free lanes into `taken`, waiting until one is free;
+ * returns how many. */
+static int
+take_lanes (MrcnnEngine *e, int want, MrcnnLane **taken)
+{
+  g_mutex_lock (&e->lanes_lock);
+  while (e->n_free == 0)
+    g_cond_wait (&e->lane_freed, &e->lanes_lock);
+  int n = MIN (want, e->n_free);
+  for (int i = 0; i < n; i++)
+    taken[i] = e->free_lanes[--e->n_free];
+  g_mutex_unlock (&e->lanes_lock);
+  return n;
+}
+
+static void
+give_lanes (MrcnnEngine *e, MrcnnLane **taken, int n)
+{
+  g_mutex_lock (&e->lanes_lock);
+  for (int i = 0; i < n; i++)
+    e->free_lanes[e->n_free++] = taken[i];
+  g_cond_broadcast (&e->lane_freed);
+  g_mutex_unlock (&e->lanes_lock);
 }
 
 gboolean
 mrcnn_engine_detect (MrcnnEngine *e, const MrcnnImage *image,
     MrcnnResult *result, GError **error)
 {
-  return detect_one (e, &e->lanes[0], image, &e->thresholds, result, error);
+  MrcnnLane *lane = NULL;
+  take_lanes (e, 1, &lane);
+  gboolean ok = detect_one (e, lane, image, &e->thresholds, result, error);
+  give_lanes (e, &lane, 1);
+  return ok;
 }
 
 /* Frame i of the batch on a lane, with its settings (the class filter
@@ -429,7 +471,7 @@ mrcnn_engine_detect (MrcnnEngine *e, const MrcnnImage *image,
 static gboolean
 detect_frame (MrcnnEngine *e, MrcnnLane *lane, int i, GError **error)
 {
-  const MrcnnBatchRun *b = &e->batch;
+  const MrcnnBatchRun *b = lane->run;
   MrcnnThresholds frame = e->thresholds;
   if (b->settings) {
     const MrcnnFrameSettings *f = &b->settings[i];
@@ -447,7 +489,7 @@ detect_frame (MrcnnEngine *e, MrcnnLane *lane, int i, GError **error)
 static void
 lane_run (MrcnnEngine *e, MrcnnLane *lane)
 {
-  MrcnnBatchRun *b = &e->batch;
+  MrcnnBatchRun *b = lane->run;
   while (!g_atomic_int_get (&b->stop)) {
     int i = g_atomic_int_add (&b->next, 1);
     GError *error = NULL;
@@ -498,13 +540,13 @@ take_nice (int nice)
 static void
 lane_main (gpointer lane, gpointer engine)
 {
-  MrcnnEngine *e = engine;
-  take_nice (e->batch.nice);
-  lane_run (e, lane);
-  g_mutex_lock (&e->batch.lock);
-  if (--e->batch.busy == 0)
-    g_cond_signal (&e->batch.idle);
-  g_mutex_unlock (&e->batch.lock);
+  MrcnnBatchRun *b = ((MrcnnLane *) lane)->run;
+  take_nice (b->nice);
+  lane_run (engine, lane);
+  g_mutex_lock (&b->lock);
+  if (--b->busy == 0)
+    g_cond_signal (&b->idle);
+  g_mutex_unlock (&b->lock);
 }
 
 int
@@ -512,24 +554,29 @@ mrcnn_engine_detect_batch (MrcnnEngine *e, const MrcnnImage *images,
     const MrcnnFrameSettings *settings, int n, MrcnnResult *results,
     GError **error)
 {
-  MrcnnBatchRun *b = &e->batch;
+  MrcnnBatchRun run = {
+    .images = images, .settings = settings, .results = results, .n = n,
+    .failed = n, .nice = thread_nice (),
+  }, *b = &run;
+  g_mutex_init (&b->lock);
+  g_cond_init (&b->idle);
+  MrcnnLane *taken[MRCNN_MAX_LANES] = { NULL };
   /* the dumps and stage times are of one frame at a time */
-  int lanes = e->dump_dir || e->time_stages ? 1 : CLAMP (n, 1, e->n_lanes);
-  b->images = images;
-  b->settings = settings;
-  b->results = results;
-  b->n = n;
-  b->next = b->stop = 0;
-  b->failed = n;
+  int lanes = take_lanes (e, e->dump_dir || e->time_stages ? 1
+      : CLAMP (n, 1, e->n_lanes), taken);
   b->busy = lanes - 1;
-  b->nice = thread_nice ();
+  for (int i = 0; i < lanes; i++)
+    taken[i]->run = b;
   for (int i = 1; i < lanes; i++)
-    g_thread_pool_push (e->pool, &e->lanes[i], NULL);
-  lane_run (e, &e->lanes[0]);
+    g_thread_pool_push (e->pool, taken[i], NULL);
+  lane_run (e, taken[0]);
   g_mutex_lock (&b->lock);
   while (b->busy > 0)
     g_cond_wait (&b->idle, &b->lock);
   g_mutex_unlock (&b->lock);
+  give_lanes (e, taken, lanes);
+  g_mutex_clear (&b->lock);
+  g_cond_clear (&b->idle);
   if (b->failed < n)
     g_propagate_prefixed_error (error, g_steal_pointer (&b->error),
         "frame %d of %d: ", b->failed, n);

@@ -62,15 +62,15 @@
  * Elements naming one engine-id share an analyzer: the table of them is
  * under shared_lock (taken alone).  Workers hand their frames to the
  * analyzer (analyzer_run): the frames wait in its queue, oldest first, and
- * a worker whose frame waits runs the next batch when none runs, the queue
- * holds batch-size frames (or a frame of every element sharing it: each
- * hands over one at a time) or its oldest has waited batch-timeout; it runs
- * the frames of the other workers with its own, each with its element's
- * thresholds and classes, and wakes them.  The queue, the running flag, the
- * count of senders and the batch results are under the analyzer's
- * run_lock, taken alone; the engine itself belongs to the worker running a
- * batch (one at a time; the threads of the engine's lanes are its own,
- * engine.c). */
+ * a worker whose frame waits runs the next batch when one of the engine's
+ * lanes is free, the queue holds batch-size frames (or a frame of every
+ * element sharing it: each hands over one at a time) or its oldest has
+ * waited batch-timeout; it runs the frames of the other workers with its
+ * own, each with its element's thresholds and classes, and wakes them.
+ * Batches run side by side while lanes are free, each on the free lanes
+ * it found (engine.c).  The queue, the lanes held, the count of senders
+ * and the batches' storage are under the analyzer's run_lock, taken
+ * alone; the engine's thread count changes only while no batch runs. */
 
 GST_DEBUG_CATEGORY_STATIC (gst_mask_rcnn_debug);
 #define GST_CAT_DEFAULT gst_mask_rcnn_debug
@@ -232,6 +232,16 @@ typedef struct {
   GError *error;
 } AnalyzerRequest;
 
+/* The storage of one running batch, batch_size of each: its runner's own
+ * while busy. */
+typedef struct {
+  gboolean busy;
+  AnalyzerRequest **requests;
+  MrcnnImage *images;
+  MrcnnFrameSettings *settings;
+  MrcnnResult *results;
+} AnalyzerBatch;
+
 struct _GstMaskRcnnAnalyzer {
   MrcnnModel *model;
   MrcnnEngine *engine;
@@ -246,70 +256,93 @@ struct _GstMaskRcnnAnalyzer {
   /* frames run together, and how long the oldest waits for the others */
   guint batch_size;
   gint64 batch_timeout_us;
-  /* under run_lock: the frames waiting, oldest first; whether a batch runs;
-   * the elements that hand it frames, each at most one at a time (so a
-   * batch is as full as it gets when each has one waiting) */
+  /* under run_lock: the frames waiting, oldest first; the engine's lanes
+   * the running batches hold (a batch takes the free ones, up to one per
+   * frame, as the engine does); the threads the engine runs with; the
+   * elements that hand it frames, each at most one at a time (so a batch
+   * is as full as it gets when each has one waiting); the storage of up to
+   * one batch per lane */
   GMutex run_lock;
   GCond run_cond;
   GQueue waiting;
-  gboolean running;
+  guint lanes, lanes_held;
+  int threads;
   guint senders;
-  /* the running batch, batch_size of each: its runner's own */
-  AnalyzerRequest **batch;
-  MrcnnImage *batch_images;
-  MrcnnFrameSettings *batch_settings;
-  MrcnnResult *batch_results;
+  AnalyzerBatch *batches;
 };
 
-/* Runs the oldest waiting frames (up to batch_size) as one batch; called
- * and returns with run_lock held, released while the engine runs. */
+/* The threads a batch of the oldest waiting frames asks for: the most any
+ * of them asks for (0: one per core). */
+static int
+analyzer_next_threads (GstMaskRcnnAnalyzer *a)
+{
+  int threads = -1;
+  guint n = 0;
+  for (GList *l = a->waiting.head; l && n < a->batch_size; l = l->next, n++) {
+    const AnalyzerRequest *r = l->data;
+    threads = threads == 0 || r->threads == 0 ? 0 : MAX (threads, r->threads);
+  }
+  return threads;
+}
+
+/* Runs the oldest waiting frames (up to batch_size) as one batch on the
+ * free lanes; called and returns with run_lock held, released while the
+ * engine runs. */
 static void
 analyzer_run_batch (GstMaskRcnnAnalyzer *a)
 {
-  int n = 0, threads = -1;
+  int threads = analyzer_next_threads (a);
+  if (threads != a->threads) {
+    /* no batch runs (analyzer_run waits for that) */
+    mrcnn_engine_set_threads (a->engine, threads);
+    a->threads = threads;
+  }
+  AnalyzerBatch *b = a->batches;
+  while (b->busy)
+    b++;
+  b->busy = TRUE;
+  int n = 0;
   while (n < (int) a->batch_size && !g_queue_is_empty (&a->waiting)) {
     AnalyzerRequest *r = g_queue_pop_head (&a->waiting);
-    a->batch[n] = r;
-    a->batch_images[n] = *r->image;
-    a->batch_settings[n] = *r->settings;
+    b->requests[n] = r;
+    b->images[n] = *r->image;
+    b->settings[n] = *r->settings;
     /* the result's storage, lent to the batch while its owner waits */
-    a->batch_results[n] = *r->result;
-    /* the most threads asked for (0: one per core) */
-    threads = threads == 0 || r->threads == 0 ? 0 : MAX (threads, r->threads);
+    b->results[n] = *r->result;
     n++;
   }
-  a->running = TRUE;
+  guint lanes = MIN ((guint) n, a->lanes - a->lanes_held);
+  a->lanes_held += lanes;
   g_mutex_unlock (&a->run_lock);
 
   /* each frame its own fate: one that fails gets its error, those after
    * it run on (r->ok and r->error are read once r->done is set, under the
    * lock) */
-  mrcnn_engine_set_threads (a->engine, threads);
   for (int first = 0; first < n;) {
     GError *error = NULL;
-    int done = mrcnn_engine_detect_batch (a->engine, a->batch_images + first,
-        a->batch_settings + first, n - first, a->batch_results + first,
-        &error);
+    int done = mrcnn_engine_detect_batch (a->engine, b->images + first,
+        b->settings + first, n - first, b->results + first, &error);
     for (int i = first; i < first + done; i++)
-      a->batch[i]->ok = TRUE;
+      b->requests[i]->ok = TRUE;
     first += done;
     if (first < n)
-      a->batch[first++]->error = error;
+      b->requests[first++]->error = error;
   }
 
   g_mutex_lock (&a->run_lock);
   for (int i = 0; i < n; i++) {
-    *a->batch[i]->result = a->batch_results[i];
-    a->batch[i]->done = TRUE;
+    *b->requests[i]->result = b->results[i];
+    b->requests[i]->done = TRUE;
   }
-  a->running = FALSE;
+  a->lanes_held -= lanes;
+  b->busy = FALSE;
   g_cond_broadcast (&a->run_cond);
 }
 
 /* Runs a frame on the analyzer's engine, in a batch with the frames other
  * elements sharing it hand over meanwhile (it runs once batch_size frames,
- * or one of every sender, wait, or the oldest has waited batch_timeout);
- * returns when its results are in r->result. */
+ * or one of every sender, wait, or the oldest has waited batch_timeout,
+ * and a lane is free); returns when its results are in r->result. */
 static gboolean
 analyzer_run (GstMaskRcnnAnalyzer *a, AnalyzerRequest *r)
 {
@@ -322,11 +355,14 @@ analyzer_run (GstMaskRcnnAnalyzer *a, AnalyzerRequest *r)
   while (!r->done) {
     AnalyzerRequest *oldest = g_queue_peek_head (&a->waiting);
     guint full = MAX (MIN (a->batch_size, a->senders), 1);
-    if (!a->running && oldest
+    /* a lane is free, and other threads wait for the running batches */
+    gboolean can_run = a->lanes_held < a->lanes && (a->lanes_held == 0
+        || analyzer_next_threads (a) == a->threads);
+    if (can_run && oldest
         && (g_queue_get_length (&a->waiting) >= full
             || g_get_monotonic_time () >= oldest->deadline))
       analyzer_run_batch (a);
-    else if (!a->running && oldest)
+    else if (can_run && oldest)
       g_cond_wait_until (&a->run_cond, &a->run_lock, oldest->deadline);
     else
       g_cond_wait (&a->run_cond, &a->run_lock);
@@ -345,10 +381,13 @@ analyzer_clear (gpointer data)
   g_free (a->name);
   g_free (a->shared_id);
   g_free (a->shared_key);
-  g_free (a->batch);
-  g_free (a->batch_images);
-  g_free (a->batch_settings);
-  g_free (a->batch_results);
+  for (guint i = 0; a->batches && i < a->lanes; i++) {
+    g_free (a->batches[i].requests);
+    g_free (a->batches[i].images);
+    g_free (a->batches[i].settings);
+    g_free (a->batches[i].results);
+  }
+  g_free (a->batches);
   g_mutex_clear (&a->run_lock);
   g_cond_clear (&a->run_cond);
 }
@@ -504,10 +543,7 @@ analyzer_load (const LoadSettings *s, GstResourceError *code, GError **error)
   a->senders = 1;
   a->batch_size = MAX (s->batch_size, 1);
   a->batch_timeout_us = s->batch_timeout / GST_USECOND;
-  a->batch = g_new (AnalyzerRequest *, a->batch_size);
-  a->batch_images = g_new (MrcnnImage, a->batch_size);
-  a->batch_settings = g_new (MrcnnFrameSettings, a->batch_size);
-  a->batch_results = g_new (MrcnnResult, a->batch_size);
+  a->threads = s->options.threads;
   const char *what = NULL;
   *code = GST_RESOURCE_ERROR_OPEN_READ;
   a->model = mrcnn_model_load_with_config (s->model_path, s->config_path,
@@ -534,6 +570,14 @@ analyzer_load (const LoadSettings *s, GstResourceError *code, GError **error)
   if (!a->engine) {
     what = "Could not start the Mask R-CNN engine";
     goto failed;
+  }
+  a->lanes = mrcnn_engine_get_lanes (a->engine);
+  a->batches = g_new0 (AnalyzerBatch, a->lanes);
+  for (guint i = 0; i < a->lanes; i++) {
+    a->batches[i].requests = g_new (AnalyzerRequest *, a->batch_size);
+    a->batches[i].images = g_new (MrcnnImage, a->batch_size);
+    a->batches[i].settings = g_new (MrcnnFrameSettings, a->batch_size);
+    a->batches[i].results = g_new (MrcnnResult, a->batch_size);
   }
   gboolean *keep = NULL;
   if (!classes_filter (a, s->classes, &keep, &cause))
@@ -1778,14 +1822,16 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
           rw | GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_LANES,
       g_param_spec_uint ("lanes", "Lanes",
-          "CPU backend with engine-id: how many frames of a batch run side "
-          "by side, each lane with a workspace of its own (the weights are "
-          "shared) and threads / lanes of the threads (at least one), also "
-          "for a lone frame, so that results do not depend on the frames "
-          "beside it.  Pays with small models and many cores: set "
-          "batch-size to a multiple of it.  Every sharer of an engine-id "
-          "must give the same value.  Other backends and an element without "
-          "engine-id run one frame at a time", 1, MRCNN_MAX_LANES,
+          "CPU backend with engine-id: how many frames run side by side, "
+          "of one batch or of several (each batch takes the lanes free when "
+          "it starts: with batch-size 1, up to this many streams' frames "
+          "run at once, each as it comes), each lane with a workspace of "
+          "its own (the weights are shared) and threads / lanes of the "
+          "threads (at least one), also for a lone frame, so that results "
+          "do not depend on the frames beside it.  Pays with small models "
+          "and many cores.  Every sharer of an engine-id must give the same "
+          "value.  Other backends and an element without engine-id run one "
+          "frame at a time", 1, MRCNN_MAX_LANES,
           DEFAULT_LANES, rw | GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_LATENCY,
       g_param_spec_uint64 ("latency", "Latency",

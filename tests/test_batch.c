@@ -2,9 +2,10 @@
  * synthetic test frame (paths in MRCNN_TEST_MODEL, MRCNN_TEST_IMAGE): each
  * frame of a batch (frames of two sizes, each with its own thresholds and
  * class filter) gives, bit for bit, what it gives alone on an engine set
- * to its settings, run one after another or on lanes side by side; a
- * frame that fails stops the batch there with an error naming it, and the
- * frames before it keep their results. */
+ * to its settings, run one after another or on lanes side by side, also
+ * when several threads call the engine at once; a frame that fails stops
+ * the batch there with an error naming it, and the frames before it keep
+ * their results. */
 #include <gdk-pixbuf/gdk-pixbuf.h>
 #include <string.h>
 #ifdef __linux__
@@ -176,6 +177,76 @@ test_failing_frame (gconstpointer lanes)
     mrcnn_result_clear (&results[i]);
 }
 
+/* A caller of test_callers_side_by_side: frames of both sizes through
+ * mrcnn_engine_detect and detect_batch, each result kept. */
+typedef struct {
+  MrcnnEngine *engine;
+  MrcnnResult results[6];
+} Caller;
+
+static gpointer
+call_engine (gpointer data)
+{
+  Caller *c = data;
+  MrcnnImage images[2] = {
+    { pixels, width, height, stride },
+    { pixels, width * 3 / 4, height * 3 / 4, stride },
+  };
+  GError *error = NULL;
+  for (int round = 0; round < 2; round++) {
+    MrcnnResult *r = &c->results[3 * round];
+    g_assert_true (mrcnn_engine_detect (c->engine, &images[round], r,
+            &error));
+    g_assert_no_error (error);
+    g_assert_cmpint (mrcnn_engine_detect_batch (c->engine, images, NULL, 2,
+            r + 1, &error), ==, 2);
+    g_assert_no_error (error);
+  }
+  return NULL;
+}
+
+/* Three threads calling a two-lane engine at once (each call on the lanes
+ * free at its start, the third waiting for one): every result bit for bit
+ * that of an engine of its own with a lane's thread. */
+static void
+test_callers_side_by_side (void)
+{
+  MrcnnEngine *engine = engine_with_lanes (2);
+  Caller callers[3];
+  GThread *threads[3];
+  for (int i = 0; i < 3; i++) {
+    callers[i].engine = engine;
+    for (int k = 0; k < 6; k++)
+      mrcnn_result_init (&callers[i].results[k]);
+    threads[i] = g_thread_new ("caller", call_engine, &callers[i]);
+  }
+  for (int i = 0; i < 3; i++)
+    g_thread_join (threads[i]);
+  mrcnn_engine_free (engine);
+
+  MrcnnImage images[2] = {
+    { pixels, width, height, stride },
+    { pixels, width * 3 / 4, height * 3 / 4, stride },
+  };
+  MrcnnFrameSettings defaults;
+  mrcnn_frame_settings_init (&defaults);
+  MrcnnResult alone[2];
+  for (int k = 0; k < 2; k++) {
+    mrcnn_result_init (&alone[k]);
+    detect_alone (&images[k], &defaults, 1, &alone[k]);
+    g_assert_cmpint (alone[k].n_detections, >, 10);
+  }
+  /* results: frame 0, then 0 and 1; frame 1, then 0 and 1 */
+  static const int frame_of[6] = { 0, 0, 1, 1, 0, 1 };
+  for (int i = 0; i < 3; i++)
+    for (int k = 0; k < 6; k++) {
+      assert_same (&callers[i].results[k], &alone[frame_of[k]]);
+      mrcnn_result_clear (&callers[i].results[k]);
+    }
+  for (int k = 0; k < 2; k++)
+    mrcnn_result_clear (&alone[k]);
+}
+
 #ifdef __linux__
 /* The threads of this process other than the calling one at nice `nice`
  * (field 19 of /proc/self/task/TID/stat). */
@@ -287,6 +358,8 @@ main (int argc, char **argv)
     g_free (path);
   }
   g_test_add_func ("/batch/lanes-out-of-range", test_lanes_out_of_range);
+  g_test_add_func ("/batch/lanes-2/callers-side-by-side",
+      test_callers_side_by_side);
 #ifdef __linux__
   g_test_add_func ("/batch/lanes-take-callers-priority",
       test_lanes_take_callers_priority);

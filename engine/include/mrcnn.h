@@ -157,7 +157,13 @@ const char *mrcnn_model_class_name (const MrcnnModel *model, int class_id);
 /* The model's shape and constants as a JSON object (newly allocated). */
 char *mrcnn_model_describe (const MrcnnModel *model);
 
-/* The engine keeps a reference to the model: free the engine first. */
+/* The engine keeps a reference to the model: free the engine first.
+ * Detections (mrcnn_engine_detect, mrcnn_engine_detect_batch) may run from
+ * several threads at once: each call takes the lanes free at its start
+ * (at least one: it waits for one), so with MrcnnOptions.lanes = N up to N
+ * calls run side by side.  The setters (thresholds, threads, class filter)
+ * must not be called while a detection runs; dump_dir and time_stages are
+ * for one caller at a time. */
 MrcnnEngine *mrcnn_engine_new (const MrcnnModel *model,
     const MrcnnOptions *options, GError **error);
 void mrcnn_engine_free (MrcnnEngine *engine);

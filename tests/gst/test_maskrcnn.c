@@ -1148,15 +1148,16 @@ own_output (const char *caps, GstBuffer *frame, int threads)
 }
 
 /* The frames of three streams (two frame sizes, one with a class filter)
- * run as one batch of an engine-id with `lanes`, each with its element's
- * settings; each result is the same, bit for bit, as from an engine of the
- * element's own with a lane's threads (the elements ask for two).  The
- * batch forms because it is full: its timeout is far longer than the
- * test. */
+ * on an engine-id with `lanes` and `batch_size`, each with its element's
+ * settings: batch-size 3 runs them as one batch, batch-size 1 each as it
+ * comes on a free lane.  Each result is the same, bit for bit, as from an
+ * engine of the element's own with a lane's threads (the elements ask for
+ * two).  A batch of 3 forms because it is full: its timeout is far longer
+ * than the test. */
 #define SMALL_W 480
 #define SMALL_H 352
 static void
-check_three_streams_batched (guint lanes)
+check_three_streams_batched (guint lanes, guint batch_size)
 {
   int lane_threads = MAX (2 / (int) lanes, 1);
   gchar *small_caps = g_strdup_printf ("video/x-raw,format=RGB,width=%d,"
@@ -1172,11 +1173,12 @@ check_three_streams_batched (guint lanes)
   fail_unless (meta_of (small_ref)->n_detections > 5);
 
   const char *batched = "maskrcnn mode=every-frame model=%s "
-      "engine-id=batch-test-%u batch-size=3 batch-timeout=9000000000 "
+      "engine-id=batch-test-%u-%u batch-size=%u batch-timeout=9000000000 "
       "lanes=%u threads=2 %s";
-  gchar *all = g_strdup_printf (batched, model_path (), lanes, lanes, "");
-  gchar *only_boxes = g_strdup_printf (batched, model_path (), lanes, lanes,
-      "classes=box");
+  gchar *all = g_strdup_printf (batched, model_path (), lanes, batch_size,
+      batch_size, lanes, "");
+  gchar *only_boxes = g_strdup_printf (batched, model_path (), lanes,
+      batch_size, batch_size, lanes, "classes=box");
   StreamPush p[3] = {
     { harness_new (all), gst_buffer_ref (frame) },
     { harness_new (only_boxes), gst_buffer_ref (frame) },
@@ -1200,7 +1202,7 @@ check_three_streams_batched (guint lanes)
     fail_unless_equals_int (m[1]->n_detections, boxes);
     fail_unless_equals_int (count_class (m[1], "box"), boxes);
     fail_unless (same_detections (meta_of (small_ref), m[2]));
-    /* run as one batch, not let go by the timeout */
+    /* run as a full batch (or as they came), not let go by the timeout */
     for (int i = 0; i < 3; i++) {
       fail_unless (m[i]->inference_time < 8 * GST_SECOND);
       gst_clear_buffer (&p[i].out);
@@ -1223,7 +1225,7 @@ check_three_streams_batched (guint lanes)
  * that sharer stops. */
 GST_START_TEST (test_shared_engine_batched)
 {
-  check_three_streams_batched (1);
+  check_three_streams_batched (1, 3);
 
   GstBuffer *ref_buffer = reference_output ();
   const char *desc = "maskrcnn mode=every-frame model=%s engine-id=%s "
@@ -1272,10 +1274,12 @@ GST_START_TEST (test_shared_engine_batched)
 }
 GST_END_TEST;
 
-/* lanes=2: a batch's frames side by side, results as alone. */
+/* lanes=2: a batch's frames side by side, or the streams' frames each on
+ * a free lane as it comes; results as alone. */
 GST_START_TEST (test_shared_engine_lanes)
 {
-  check_three_streams_batched (2);
+  check_three_streams_batched (2, 3);
+  check_three_streams_batched (2, 1);
 }
 GST_END_TEST;
 
