@@ -3,15 +3,15 @@
 reading each stream's detections from a pad probe, as a DeepStream-style
 application does.
 
-    many_cameras.py [--lanes N] [--seconds S] MODEL SOURCE [SOURCE ...]
+    many_cameras.py [--lanes N] [--batch-size B] [--seconds S] MODEL SOURCE...
 
 SOURCE is a file, a URI (rtsp://..., http://..., file://...) or "test" for a
 live 640x480 test pattern at 30 fps.  Every stream's maskrcnn names the same
-engine-id, so the model is loaded once and the streams' frames are analysed
-in batches of up to one frame per stream (a lone frame does not wait for
-the others when they have none to give: batch-timeout bounds the wait);
---lanes N analyses N of a batch's frames side by side on the CPU (worth it
-with a small model on several cores).  Live sources run in maskrcnn's live
+engine-id, so the model is loaded once; --lanes N analyses N frames side by
+side on the CPU, each stream's frame as soon as a lane is free (worth it
+with a small model on several cores); --batch-size B gathers up to B
+streams' frames into one batch (a frame waits at most batch-timeout for
+the others; default 1: each as it comes, the best choice on the CPU).  Live sources run in maskrcnn's live
 mode: every frame passes at the camera's rate with the newest results.
 Prints one line per frame and stream; stops at the end of every file,
 after --seconds, or on Ctrl-C.
@@ -68,6 +68,7 @@ def on_buffer(pad, info, index):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lanes", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=0, help="0: until the files end")
     parser.add_argument("model")
     parser.add_argument("sources", nargs="+")
@@ -81,7 +82,8 @@ def main():
         branches.append(
             f"{source_description(source)} ! videoconvert ! "
             f'maskrcnn name=detector{i} model="{args.model}" engine-id=cameras '
-            f"batch-size={n} lanes={args.lanes} ! fakesink sync={str(live).lower()}")
+            f"batch-size={args.batch_size} lanes={args.lanes} ! "
+            f"fakesink sync={str(live).lower()}")
     pipeline = Gst.parse_launch(" ".join(branches))
     for i in range(n):
         pad = pipeline.get_by_name(f"detector{i}").get_static_pad("src")

@@ -95,20 +95,22 @@ def main():
               f"{None if mask is None else int(np.count_nonzero(mask))} px on, printed {first.strip()!r}")
 
         many = os.path.join(examples, "python", "many_cameras.py")
-        rc, out = run([sys.executable, many, args.model, video, video])
+        rc, out = run([sys.executable, many, "--batch-size", "2", args.model, video, video])
         lines = [re.match(r"stream (\d) frame (\d+): (\d+) detections", line)
                  for line in out.splitlines()]
         seen = sorted((int(m.group(1)), int(m.group(2)), int(m.group(3)))
                       for m in lines if m)
         expected = [(s, f, len(c_frames[f][1])) for s in (0, 1) for f in range(3)]
-        check("many_cameras.py, two files on one engine: every frame of both streams with "
+        check("many_cameras.py, two files on one engine in batches of 2: every frame of both "
+              "streams with "
               "the C example's detections", rc == 0 and seen == expected,
               f"exit {rc}, {len(seen)} frame lines")
         rc, out = run([sys.executable, many, "--lanes", "2", "--seconds", "3", args.model,
                        "test", "test"])
         streams = {int(m.group(1)) for m in (re.match(r"stream (\d) frame", line)
                                              for line in out.splitlines()) if m}
-        check("many_cameras.py, two live test sources on two lanes for 3 s: frames of both",
+        check("many_cameras.py, two live test sources on two lanes, each frame as it comes, "
+              "for 3 s: frames of both",
               rc == 0 and streams == {0, 1} and "error" not in out,
               f"exit {rc}, streams {sorted(streams)}, {len(out.splitlines())} lines")
 
