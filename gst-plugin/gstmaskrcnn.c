@@ -64,13 +64,15 @@
  * analyzer (analyzer_run): the frames wait in its queue, oldest first, and
  * a worker whose frame waits runs the next batch when one of the engine's
  * lanes is free, the queue holds batch-size frames (or a frame of every
- * element sharing it: each hands over one at a time) or its oldest has
- * waited batch-timeout; it runs the frames of the other workers with its
- * own, each with its element's thresholds and classes, and wakes them.
- * Batches run side by side while lanes are free, each on the free lanes
- * it found (engine.c).  The queue, the lanes held, the count of senders
- * and the batches' storage are under the analyzer's run_lock, taken
- * alone; the engine's thread count changes only while no batch runs. */
+ * element sharing it that has none running: each hands over one at a
+ * time) or its oldest has waited batch-timeout; it runs the frames of the
+ * other workers with its own, each with its element's thresholds and
+ * classes, and wakes them.  Batches run side by side while lanes are
+ * free, each on the free lanes it found (engine.c).  The queue, the counts
+ * of lanes held, frames running and senders, and which batch storage is
+ * busy are under the analyzer's run_lock, taken alone (a busy storage is
+ * its runner's own); the engine's thread count changes only while no
+ * batch runs. */
 
 GST_DEBUG_CATEGORY_STATIC (gst_mask_rcnn_debug);
 #define GST_CAT_DEFAULT gst_mask_rcnn_debug
@@ -257,15 +259,17 @@ struct _GstMaskRcnnAnalyzer {
   guint batch_size;
   gint64 batch_timeout_us;
   /* under run_lock: the frames waiting, oldest first; the engine's lanes
-   * the running batches hold (a batch takes the free ones, up to one per
-   * frame, as the engine does); the threads the engine runs with; the
-   * elements that hand it frames, each at most one at a time (so a batch
-   * is as full as it gets when each has one waiting); the storage of up to
-   * one batch per lane */
+   * the running batches hold (a batch counts the free ones, up to one per
+   * frame, as the engine takes them; the engine may give it one more that
+   * a batch ending has just given back, and the next batch then waits in
+   * the engine for a lane); their frames; the threads the engine runs
+   * with; the elements that hand it frames, each at most one at a time (so
+   * a batch is as full as it gets when each of those without a frame
+   * running has one waiting); the storage of up to one batch per lane */
   GMutex run_lock;
   GCond run_cond;
   GQueue waiting;
-  guint lanes, lanes_held;
+  guint lanes, lanes_held, frames_running;
   int threads;
   guint senders;
   AnalyzerBatch *batches;
@@ -313,6 +317,7 @@ analyzer_run_batch (GstMaskRcnnAnalyzer *a)
   }
   guint lanes = MIN ((guint) n, a->lanes - a->lanes_held);
   a->lanes_held += lanes;
+  a->frames_running += n;
   g_mutex_unlock (&a->run_lock);
 
   /* each frame its own fate: one that fails gets its error, those after
@@ -335,14 +340,16 @@ analyzer_run_batch (GstMaskRcnnAnalyzer *a)
     b->requests[i]->done = TRUE;
   }
   a->lanes_held -= lanes;
+  a->frames_running -= n;
   b->busy = FALSE;
   g_cond_broadcast (&a->run_cond);
 }
 
 /* Runs a frame on the analyzer's engine, in a batch with the frames other
  * elements sharing it hand over meanwhile (it runs once batch_size frames,
- * or one of every sender, wait, or the oldest has waited batch_timeout,
- * and a lane is free); returns when its results are in r->result. */
+ * or one of every sender without a frame running, wait, or the oldest has
+ * waited batch_timeout, and a lane is free); returns when its results are
+ * in r->result. */
 static gboolean
 analyzer_run (GstMaskRcnnAnalyzer *a, AnalyzerRequest *r)
 {
@@ -354,8 +361,12 @@ analyzer_run (GstMaskRcnnAnalyzer *a, AnalyzerRequest *r)
   g_cond_broadcast (&a->run_cond);
   while (!r->done) {
     AnalyzerRequest *oldest = g_queue_peek_head (&a->waiting);
-    guint full = MAX (MIN (a->batch_size, a->senders), 1);
-    /* a lane is free, and other threads wait for the running batches */
+    /* senders with a frame running cannot hand over another */
+    guint idle = a->senders > a->frames_running
+        ? a->senders - a->frames_running : 0;
+    guint full = CLAMP (idle, 1, a->batch_size);
+    /* a lane is free, and the batch asks for the threads the engine runs
+     * with, else it waits until no batch runs */
     gboolean can_run = a->lanes_held < a->lanes && (a->lanes_held == 0
         || analyzer_next_threads (a) == a->threads);
     if (can_run && oldest
@@ -1805,7 +1816,8 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
           "Frames of the streams sharing an engine-id run together as one "
           "batch of up to this many (every sharer must give the same "
           "value).  A batch runs when full, when every sharer has a frame "
-          "waiting (a lone stream never waits), or at batch-timeout.  The "
+          "waiting or running (a lone stream never waits), or at "
+          "batch-timeout.  The "
           "CPU backend "
           "runs a batch's frames on its lanes (see lanes), each lane one "
           "frame after another; a frame's results are the same in a batch "

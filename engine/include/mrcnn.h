@@ -63,8 +63,9 @@ typedef struct {
    * 0: OpenMP's own count (OMP_NUM_THREADS, else one per core).  Ignored
    * by the CUDA backend. */
   int threads;
-  /* CPU backend: how many frames of a batch (mrcnn_engine_detect_batch)
-   * run side by side, each lane with a workspace of its own (the weights
+  /* CPU backend: how many frames run side by side (of a batch,
+   * mrcnn_engine_detect_batch, or of calls from several threads at once,
+   * each on the lanes free at its start), each lane with a workspace of its own (the weights
    * are shared) and threads / lanes of the threads (at least one), always,
    * also for a lone frame: how oneDNN computes a layer can depend on the
    * thread count, and a frame's results depend only on the engine's

@@ -1152,8 +1152,9 @@ own_output (const char *caps, GstBuffer *frame, int threads)
  * settings: batch-size 3 runs them as one batch, batch-size 1 each as it
  * comes on a free lane.  Each result is the same, bit for bit, as from an
  * engine of the element's own with a lane's threads (the elements ask for
- * two).  A batch of 3 forms because it is full: its timeout is far longer
- * than the test. */
+ * two).  Batches run without the timeout (far longer than the test): a
+ * batch of 3 because it is full; with batch-size 2 the third frame alone
+ * beside the running batch of the other two, as no more can come. */
 #define SMALL_W 480
 #define SMALL_H 352
 static void
@@ -1275,11 +1276,15 @@ GST_START_TEST (test_shared_engine_batched)
 GST_END_TEST;
 
 /* lanes=2: a batch's frames side by side, or the streams' frames each on
- * a free lane as it comes; results as alone. */
+ * a free lane as it comes; results as alone.  lanes=3 and batch-size=2:
+ * the first two frames run as a batch, and the third at once on the free
+ * lane (its sharers have their frames running: none can come to fill its
+ * batch). */
 GST_START_TEST (test_shared_engine_lanes)
 {
   check_three_streams_batched (2, 3);
   check_three_streams_batched (2, 1);
+  check_three_streams_batched (3, 2);
 }
 GST_END_TEST;
 
