@@ -3,7 +3,8 @@
  * (the two safetensors fixtures and the matterport .h5 with its sidecar),
  * and torn down while buffers flow (the live source keeps pushing): once
  * the first detections are out,
- * before the first one, and with the maskrcnnoverlay behind it.  Nothing
+ * before the first one, and with the maskrcnnoverlay behind it; three
+ * streams on one shared engine stopped in random orders.  Nothing
  * may crash, deadlock or post an ERROR; leaks show under valgrind (suite
  * 'valgrind', 2 cycles on the small model) and LeakSanitizer (the
  * sanitizer build, 9 cycles).
@@ -147,6 +148,82 @@ GST_START_TEST (test_cycles_with_overlay)
 }
 GST_END_TEST;
 
+/* Three live streams on one engine-id with two lanes (frames of several
+ * streams running at once), batch-size 1 and 2 in turn: started, and
+ * stopped in a random order while the others keep flowing, cycle after
+ * cycle; each stream left goes on getting frames through. */
+#define STREAMS 3
+GST_START_TEST (test_shared_engine_stops_in_any_order)
+{
+  GstElement *pipelines[STREAMS];
+  Counter counters[STREAMS];
+  GRand *rand = g_rand_new_with_seed (11);
+  int cycles = MAX (iterations () / 5, 2);
+  for (int i = 0; i < cycles; i++) {
+    for (int k = 0; k < STREAMS; k++) {
+      gchar *description = g_strdup_printf (SOURCE "maskrcnn model=%s "
+          "engine-id=stress lanes=2 batch-size=%d ! "
+          "fakesink name=sink sync=false", g_getenv ("MRCNN_TEST_MODEL"),
+          1 + i % 2);
+      GError *error = NULL;
+      pipelines[k] = gst_parse_launch (description, &error);
+      fail_unless (pipelines[k] != NULL, "%s", error ? error->message : "");
+      g_free (description);
+      counters[k] = (Counter) { 0 };
+      g_mutex_init (&counters[k].lock);
+      g_cond_init (&counters[k].cond);
+      GstElement *sink = gst_bin_get_by_name (GST_BIN (pipelines[k]), "sink");
+      GstPad *pad = gst_element_get_static_pad (sink, "sink");
+      gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, count_buffer,
+          &counters[k], NULL);
+      gst_object_unref (pad);
+      gst_object_unref (sink);
+    }
+    int order[STREAMS];
+    for (int k = 0; k < STREAMS; k++)
+      order[k] = k;
+    for (int k = STREAMS - 1; k > 0; k--) {
+      int j = g_rand_int_range (rand, 0, k + 1), t = order[k];
+      order[k] = order[j];
+      order[j] = t;
+    }
+    for (int k = 0; k < STREAMS; k++)
+      fail_if (gst_element_set_state (pipelines[order[k]], GST_STATE_PLAYING)
+          == GST_STATE_CHANGE_FAILURE, "cycle %d: PLAYING failed", i);
+    for (int k = 0; k < STREAMS; k++)
+      fail_unless (wait_buffers (&counters[k], 3, 600),
+          "cycle %d: stream %d got no frames", i, k);
+    for (int k = STREAMS - 1; k > 0; k--) {
+      int j = g_rand_int_range (rand, 0, k + 1), t = order[k];
+      order[k] = order[j];
+      order[j] = t;
+    }
+    for (int k = 0; k < STREAMS; k++) {
+      GstElement *stopping = pipelines[order[k]];
+      fail_unless (gst_element_set_state (stopping, GST_STATE_NULL)
+          == GST_STATE_CHANGE_SUCCESS, "cycle %d: NULL failed", i);
+      assert_no_error (stopping);
+      gst_object_unref (stopping);
+      /* the others go on */
+      for (int m = k + 1; m < STREAMS; m++) {
+        Counter *c = &counters[order[m]];
+        g_mutex_lock (&c->lock);
+        int seen = c->buffers;
+        g_mutex_unlock (&c->lock);
+        fail_unless (wait_buffers (c, seen + 2, 600),
+            "cycle %d: stream %d stopped with stream %d", i, order[m],
+            order[k]);
+      }
+    }
+    for (int k = 0; k < STREAMS; k++) {
+      g_mutex_clear (&counters[k].lock);
+      g_cond_clear (&counters[k].cond);
+    }
+  }
+  g_rand_free (rand);
+}
+GST_END_TEST;
+
 static Suite *
 stress_suite (void)
 {
@@ -157,6 +234,7 @@ stress_suite (void)
   tcase_add_test (tc, test_cycles_mid_stream);
   tcase_add_test (tc, test_cycles_before_first_buffer);
   tcase_add_test (tc, test_cycles_with_overlay);
+  tcase_add_test (tc, test_shared_engine_stops_in_any_order);
   return s;
 }
 
