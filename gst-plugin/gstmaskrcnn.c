@@ -1817,18 +1817,17 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
           "batch of up to this many (every sharer must give the same "
           "value).  A batch runs when full, when every sharer has a frame "
           "waiting or running (a lone stream never waits), or at "
-          "batch-timeout.  The "
-          "CPU backend "
-          "runs a batch's frames on its lanes (see lanes), each lane one "
-          "frame after another; a frame's results are the same in a batch "
-          "as alone.  1: each frame runs as it comes.  Without engine-id the "
+          "batch-timeout.  The CPU backend runs a batch's frames on its "
+          "lanes (see lanes), each lane one frame after another; a frame's "
+          "results are the same in a batch as alone.  1: each frame runs as it comes.  Without engine-id the "
           "element has one stream and runs its frames one at a time", 1, 64,
           DEFAULT_BATCH_SIZE, rw | GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
       g_param_spec_uint64 ("batch-timeout", "Batch timeout",
           "Longest time a frame waits for the frames of other streams to "
           "fill its batch (batch-size > 1), in ns; none where every element "
-          "sharing the engine has a frame waiting.  The wait counts in the "
+          "sharing the engine has a frame waiting or running.  The wait "
+          "counts in the "
           "latency the element reports.  Every sharer of an engine-id must "
           "give the same value", 0, 10 * GST_SECOND, DEFAULT_BATCH_TIMEOUT,
           rw | GST_PARAM_MUTABLE_READY));

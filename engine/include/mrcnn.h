@@ -64,10 +64,10 @@ typedef struct {
    * by the CUDA backend. */
   int threads;
   /* CPU backend: how many frames run side by side (of a batch,
-   * mrcnn_engine_detect_batch, or of calls from several threads at once,
-   * each on the lanes free at its start), each lane with a workspace of its own (the weights
-   * are shared) and threads / lanes of the threads (at least one), always,
-   * also for a lone frame: how oneDNN computes a layer can depend on the
+   * mrcnn_engine_detect_batch, or of calls from several threads at
+   * once, each on the lanes free at its start), each lane with a
+   * workspace of its own (the weights are shared) and threads / lanes of
+   * the threads (at least one), always, also for a lone frame: how oneDNN computes a layer can depend on the
    * thread count, and a frame's results depend only on the engine's
    * settings, not on the frames beside it.  Pays where one frame does not
    * keep every core busy (small models, many cores); each lane costs one
@@ -169,8 +169,8 @@ MrcnnEngine *mrcnn_engine_new (const MrcnnModel *model,
     const MrcnnOptions *options, GError **error);
 void mrcnn_engine_free (MrcnnEngine *engine);
 const char *mrcnn_engine_backend_name (const MrcnnEngine *engine);
-/* The lanes a batch runs on (MrcnnOptions.lanes where the backend has
- * them, else 1). */
+/* The lanes (MrcnnOptions.lanes where the backend has them, else 1): the
+ * most frames that run side by side, of one call or of several. */
 int mrcnn_engine_get_lanes (const MrcnnEngine *engine);
 
 gboolean mrcnn_engine_set_thresholds (MrcnnEngine *engine, float score,

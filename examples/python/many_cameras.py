@@ -3,7 +3,8 @@
 reading each stream's detections from a pad probe, as a DeepStream-style
 application does.
 
-    many_cameras.py [--lanes N] [--batch-size B] [--seconds S] MODEL SOURCE...
+    many_cameras.py [--lanes N] [--batch-size B] [--seconds S] \
+                    MODEL SOURCE...
 
 SOURCE is a file, a URI (rtsp://..., http://..., file://...) or "test" for a
 live 640x480 test pattern at 30 fps.  Every stream's maskrcnn names the same

@@ -182,10 +182,12 @@ gst_buffer_get_mask_rcnn_meta (GstBuffer *buffer)
  * maskrcnn element that analysed the frame: chained elements add one each,
  * told apart by #GstMaskRcnnMeta.model_name):
  *
+ * |[<!-- language="C" -->
  *   gpointer state = NULL;
  *   GstMaskRcnnMeta *meta;
  *   while ((meta = gst_buffer_iterate_mask_rcnn_meta (buffer, &state)))
  *     ...
+ * ]|
  *
  * Bindings use gst_buffer_get_mask_rcnn_metas().
  *
