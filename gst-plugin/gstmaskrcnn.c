@@ -1819,8 +1819,9 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
           "waiting or running (a lone stream never waits), or at "
           "batch-timeout.  The CPU backend runs a batch's frames on its "
           "lanes (see lanes), each lane one frame after another; a frame's "
-          "results are the same in a batch as alone.  1: each frame runs as it comes.  Without engine-id the "
-          "element has one stream and runs its frames one at a time", 1, 64,
+          "results are the same in a batch as alone.  1: each frame runs as "
+          "it comes.  Without engine-id the element has one stream and runs "
+          "its frames one at a time", 1, 64,
           DEFAULT_BATCH_SIZE, rw | GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
       g_param_spec_uint64 ("batch-timeout", "Batch timeout",

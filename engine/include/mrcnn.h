@@ -67,11 +67,11 @@ typedef struct {
    * mrcnn_engine_detect_batch, or of calls from several threads at
    * once, each on the lanes free at its start), each lane with a
    * workspace of its own (the weights are shared) and threads / lanes of
-   * the threads (at least one), always, also for a lone frame: how oneDNN computes a layer can depend on the
-   * thread count, and a frame's results depend only on the engine's
-   * settings, not on the frames beside it.  Pays where one frame does not
-   * keep every core busy (small models, many cores); each lane costs one
-   * more workspace.  0 or 1: one frame after another.  Other backends run
+   * the threads (at least one), always, also for a lone frame: how
+   * oneDNN computes a layer can depend on the thread count, and a frame's
+   * results depend only on the engine's settings, not on the frames
+   * beside it.  Pays where one frame does not keep every core busy
+   * (small models, many cores); each lane costs one more workspace.  0 or 1: one frame after another.  Other backends run
    * one frame at a time. */
   int lanes;
   /* Time each stage (mrcnn_engine_stage_times).  The engine then waits for
