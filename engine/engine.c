@@ -38,6 +38,7 @@ typedef struct {
   gpointer state;
   uint8_t *keep_class; /* a batch frame's class filter's storage */
   MrcnnBatchRun *run;  /* the batch it works for, while taken */
+  int threads;         /* the threads it was set up for (-1: none yet) */
 } MrcnnLane;
 
 struct _MrcnnEngine {
@@ -55,6 +56,7 @@ struct _MrcnnEngine {
   MrcnnLane **free_lanes;
   int n_free;
   GThreadPool *pool;
+  gint threads;              /* MrcnnOptions.threads, atomic */
   MrcnnThresholds thresholds;
   uint8_t *keep_class;       /* thresholds.keep_class's storage */
   char *dump_dir;
@@ -129,19 +131,25 @@ mrcnn_frame_settings_init (MrcnnFrameSettings *s)
     .nms_threshold = -1,
     .max_detections = -1,
     .mask_threshold = -1,
+    .threads = -1,
   };
 }
 
-/* Every lane gets its share of the threads whether or not the others run:
- * how oneDNN computes a layer can depend on the thread count, and a
- * frame's results must not depend on the frames beside it. */
 void
 mrcnn_engine_set_threads (MrcnnEngine *e, int threads)
 {
-  if (e->backend->set_threads)
-    for (int i = 0; i < e->n_lanes; i++)
-      e->backend->set_threads (e->lanes[i].state, MAX (threads, 0),
-          e->n_lanes);
+  g_atomic_int_set (&e->threads, MAX (threads, 0));
+}
+
+/* A lane runs a frame on its share of `threads` whether or not the other
+ * lanes run: how oneDNN computes a layer can depend on the thread count,
+ * and a frame's results must not depend on the frames beside it. */
+static void
+lane_use_threads (MrcnnEngine *e, MrcnnLane *lane, int threads)
+{
+  if (e->backend->set_threads && lane->threads != threads)
+    e->backend->set_threads (lane->state, threads, e->n_lanes);
+  lane->threads = threads;
 }
 
 /* keep (one per class, or NULL) as the stages take it, in *buffer (made
@@ -239,6 +247,8 @@ mrcnn_engine_new (const MrcnnModel *model, const MrcnnOptions *options,
       return NULL;
     }
   }
+  for (int i = 0; i < e->n_lanes; i++)
+    e->lanes[i].threads = -1;
   e->free_lanes = g_new (MrcnnLane *, e->n_lanes);
   for (e->n_free = 0; e->n_free < e->n_lanes; e->n_free++)
     e->free_lanes[e->n_free] = &e->lanes[e->n_free];
@@ -406,7 +416,8 @@ mrcnn_engine_device_memory (const MrcnnEngine *e)
 
 static gboolean
 detect_one (MrcnnEngine *e, MrcnnLane *lane, const MrcnnImage *image,
-    const MrcnnThresholds *thresholds, MrcnnResult *result, GError **error)
+    const MrcnnThresholds *thresholds, int threads, MrcnnResult *result,
+    GError **error)
 {
   if (!image->data || image->stride < 3 * image->width) {
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
@@ -421,6 +432,7 @@ detect_one (MrcnnEngine *e, MrcnnLane *lane, const MrcnnImage *image,
   result->image_width = image->width;
   result->image_height = image->height;
   result->n_detections = 0;
+  lane_use_threads (e, lane, threads);
   if (!run_stages (e, lane->state, image, &geometry, thresholds, result,
           error))
     return FALSE;
@@ -461,7 +473,8 @@ mrcnn_engine_detect (MrcnnEngine *e, const MrcnnImage *image,
 {
   MrcnnLane *lane = NULL;
   take_lanes (e, 1, &lane);
-  gboolean ok = detect_one (e, lane, image, &e->thresholds, result, error);
+  gboolean ok = detect_one (e, lane, image, &e->thresholds,
+      g_atomic_int_get (&e->threads), result, error);
   give_lanes (e, &lane, 1);
   return ok;
 }
@@ -473,6 +486,7 @@ detect_frame (MrcnnEngine *e, MrcnnLane *lane, int i, GError **error)
 {
   const MrcnnBatchRun *b = lane->run;
   MrcnnThresholds frame = e->thresholds;
+  int threads = g_atomic_int_get (&e->threads);
   if (b->settings) {
     const MrcnnFrameSettings *f = &b->settings[i];
     if (!resolve_thresholds (&e->model->config, f->score_threshold,
@@ -480,8 +494,11 @@ detect_frame (MrcnnEngine *e, MrcnnLane *lane, int i, GError **error)
             error))
       return FALSE;
     frame.keep_class = class_filter (e, f->keep_class, &lane->keep_class);
+    if (f->threads >= 0)
+      threads = f->threads;
   }
-  return detect_one (e, lane, &b->images[i], &frame, &b->results[i], error);
+  return detect_one (e, lane, &b->images[i], &frame, threads, &b->results[i],
+      error);
 }
 
 /* Claims the batch's frames one by one until none is left or one failed

@@ -66,13 +66,12 @@
  * lanes is free, the queue holds batch-size frames (or a frame of every
  * element sharing it that has none running: each hands over one at a
  * time) or its oldest has waited batch-timeout; it runs the frames of the
- * other workers with its own, each with its element's thresholds and
- * classes, and wakes them.  Batches run side by side while lanes are
- * free, each on the free lanes it found (engine.c).  The queue, the counts
- * of lanes held, frames running and senders, and which batch storage is
- * busy are under the analyzer's run_lock, taken alone (a busy storage is
- * its runner's own); the engine's thread count changes only while no
- * batch runs. */
+ * other workers with its own, each with its element's thresholds,
+ * classes and threads, and wakes them.  Batches run side by side while
+ * lanes are free, each on the free lanes it found (engine.c).  The queue,
+ * the counts of lanes held, frames running and senders, and which batch
+ * storage is busy are under the analyzer's run_lock, taken alone (a busy
+ * storage is its runner's own). */
 
 GST_DEBUG_CATEGORY_STATIC (gst_mask_rcnn_debug);
 #define GST_CAT_DEFAULT gst_mask_rcnn_debug
@@ -228,7 +227,6 @@ typedef struct {
   const MrcnnImage *image;
   const MrcnnFrameSettings *settings;
   MrcnnResult *result;
-  int threads;
   gint64 deadline; /* monotonic, µs: runs by then, its batch full or not */
   gboolean done, ok;
   GError *error;
@@ -262,32 +260,16 @@ struct _GstMaskRcnnAnalyzer {
    * the running batches hold (a batch counts the free ones, up to one per
    * frame, as the engine takes them; the engine may give it one more that
    * a batch ending has just given back, and the next batch then waits in
-   * the engine for a lane); their frames; the threads the engine runs
-   * with; the elements that hand it frames, each at most one at a time (so
+   * the engine for a lane); their frames; the elements that hand it frames, each at most one at a time (so
    * a batch is as full as it gets when each of those without a frame
    * running has one waiting); the storage of up to one batch per lane */
   GMutex run_lock;
   GCond run_cond;
   GQueue waiting;
   guint lanes, lanes_held, frames_running;
-  int threads;
   guint senders;
   AnalyzerBatch *batches;
 };
-
-/* The threads a batch of the oldest waiting frames asks for: the most any
- * of them asks for (0: one per core). */
-static int
-analyzer_next_threads (GstMaskRcnnAnalyzer *a)
-{
-  int threads = -1;
-  guint n = 0;
-  for (GList *l = a->waiting.head; l && n < a->batch_size; l = l->next, n++) {
-    const AnalyzerRequest *r = l->data;
-    threads = threads == 0 || r->threads == 0 ? 0 : MAX (threads, r->threads);
-  }
-  return threads;
-}
 
 /* Runs the oldest waiting frames (up to batch_size) as one batch on the
  * free lanes; called and returns with run_lock held, released while the
@@ -295,12 +277,6 @@ analyzer_next_threads (GstMaskRcnnAnalyzer *a)
 static void
 analyzer_run_batch (GstMaskRcnnAnalyzer *a)
 {
-  int threads = analyzer_next_threads (a);
-  if (threads != a->threads) {
-    /* no batch runs (analyzer_run waits for that) */
-    mrcnn_engine_set_threads (a->engine, threads);
-    a->threads = threads;
-  }
   AnalyzerBatch *b = a->batches;
   while (b->busy)
     b++;
@@ -365,10 +341,7 @@ analyzer_run (GstMaskRcnnAnalyzer *a, AnalyzerRequest *r)
     guint idle = a->senders > a->frames_running
         ? a->senders - a->frames_running : 0;
     guint full = CLAMP (idle, 1, a->batch_size);
-    /* a lane is free, and the batch asks for the threads the engine runs
-     * with, else it waits until no batch runs */
-    gboolean can_run = a->lanes_held < a->lanes && (a->lanes_held == 0
-        || analyzer_next_threads (a) == a->threads);
+    gboolean can_run = a->lanes_held < a->lanes;
     if (can_run && oldest
         && (g_queue_get_length (&a->waiting) >= full
             || g_get_monotonic_time () >= oldest->deadline))
@@ -554,7 +527,6 @@ analyzer_load (const LoadSettings *s, GstResourceError *code, GError **error)
   a->senders = 1;
   a->batch_size = MAX (s->batch_size, 1);
   a->batch_timeout_us = s->batch_timeout / GST_USECOND;
-  a->threads = s->options.threads;
   const char *what = NULL;
   *code = GST_RESOURCE_ERROR_OPEN_READ;
   a->model = mrcnn_model_load_with_config (s->model_path, s->config_path,
@@ -1085,11 +1057,11 @@ worker_thread (gpointer data)
       if (threads == 0 && job.live)
         threads = MAX (1, (int) g_get_num_processors () - 1);
       apply_live_settings (self, swapped);
+      self->frame_settings.threads = threads;
       AnalyzerRequest request = {
         .image = &job.image,
         .settings = &self->frame_settings,
         .result = &self->work_result,
-        .threads = threads,
       };
       /* the time counts the wait for the batch: it is the frame's latency */
       gint64 begin = g_get_monotonic_time ();

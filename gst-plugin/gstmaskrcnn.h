@@ -98,7 +98,7 @@ struct _GstMaskRcnn {
   MrcnnResult work_result;
   gchar *applied_classes;       /* the last valid `classes` */
   gboolean *keep_class;         /* its filter on the analyzer's model */
-  MrcnnFrameSettings frame_settings; /* thresholds and filter of a frame */
+  MrcnnFrameSettings frame_settings; /* thresholds, filter, threads */
 
   /* the streaming thread's own (window_*: under the object lock) */
   guint64 frame_count;     /* frames of this stream */

@@ -162,9 +162,9 @@ char *mrcnn_model_describe (const MrcnnModel *model);
  * Detections (mrcnn_engine_detect, mrcnn_engine_detect_batch) may run from
  * several threads at once: each call takes the lanes free at its start
  * (at least one: it waits for one), so with MrcnnOptions.lanes = N up to N
- * calls run side by side.  The setters (thresholds, threads, class filter)
- * must not be called while a detection runs; dump_dir and time_stages are
- * for one caller at a time. */
+ * calls run side by side.  The thresholds and the class filter must not be
+ * set while a detection runs (a batch's frames carry their own); dump_dir
+ * and time_stages are for one caller at a time. */
 MrcnnEngine *mrcnn_engine_new (const MrcnnModel *model,
     const MrcnnOptions *options, GError **error);
 void mrcnn_engine_free (MrcnnEngine *engine);
@@ -176,7 +176,9 @@ int mrcnn_engine_get_lanes (const MrcnnEngine *engine);
 gboolean mrcnn_engine_set_thresholds (MrcnnEngine *engine, float score,
     float nms, int max_detections, float mask, GError **error);
 
-/* MrcnnOptions.threads, changed from the next detection on. */
+/* MrcnnOptions.threads, for the frames that start after the call (frames
+ * whose MrcnnFrameSettings.threads is set keep theirs); may be called
+ * while detections run. */
 void mrcnn_engine_set_threads (MrcnnEngine *engine, int threads);
 
 /* Detections only of the classes where keep[class id] is TRUE (keep has
@@ -190,16 +192,20 @@ gboolean mrcnn_engine_detect (MrcnnEngine *engine, const MrcnnImage *image,
 /* What one frame of a batch keeps: the frame's own thresholds and class
  * filter, as mrcnn_engine_set_thresholds and mrcnn_engine_set_class_filter
  * set them for the engine (a negative threshold or max_detections: the
- * model's own value; keep_class NULL: every class). */
+ * model's own value; keep_class NULL: every class), and its CPU threads as
+ * MrcnnOptions.threads (the lane running it takes its share of them;
+ * negative: the engine's), so that its results depend on its own settings
+ * alone. */
 typedef struct {
   float score_threshold;
   float nms_threshold;
   int max_detections;
   float mask_threshold;
   const gboolean *keep_class; /* one per class of the model, or NULL */
+  int threads;
 } MrcnnFrameSettings;
 
-/* Every field "the model's own"; keep_class NULL. */
+/* Every field "the model's own" (threads: the engine's); keep_class NULL. */
 void mrcnn_frame_settings_init (MrcnnFrameSettings *settings);
 
 /* n images in, n results out (results[i] for images[i]), each frame with

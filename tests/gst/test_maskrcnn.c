@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "gstmaskrcnnmeta.h"
+#include "mrcnn.h"
 
 #define WIDTH 640
 #define HEIGHT 480
@@ -1290,6 +1291,76 @@ GST_START_TEST (test_shared_engine_lanes)
 }
 GST_END_TEST;
 
+/* Whether meta holds, exactly, the classes, scores and boxes the engine
+ * alone gives for `frame` (tightly packed RGB, the test size) on
+ * `threads` threads. */
+static gboolean
+engine_alone_gives (const GstMaskRcnnMeta *meta, GstBuffer *frame,
+    int threads)
+{
+  GError *error = NULL;
+  MrcnnModel *model = mrcnn_model_load (model_path (), &error);
+  fail_unless (model != NULL, "%s", error ? error->message : "");
+  MrcnnOptions options;
+  mrcnn_options_init (&options);
+  options.threads = threads;
+  MrcnnEngine *engine = mrcnn_engine_new (model, &options, &error);
+  fail_unless (engine != NULL, "%s", error ? error->message : "");
+  GstMapInfo map;
+  gst_buffer_map (frame, &map, GST_MAP_READ);
+  MrcnnImage image = { map.data, WIDTH, HEIGHT, WIDTH * 3 };
+  MrcnnResult r;
+  mrcnn_result_init (&r);
+  fail_unless (mrcnn_engine_detect (engine, &image, &r, &error), "%s",
+      error ? error->message : "");
+  gst_buffer_unmap (frame, &map);
+  gboolean same = r.n_detections > 10
+      && (guint) r.n_detections == meta->n_detections;
+  for (int i = 0; same && i < r.n_detections; i++) {
+    const MrcnnDetection *d = &r.detections[i];
+    const GstMaskRcnnDetection *m = &meta->detections[i];
+    float w = d->box[2] - d->box[0], h = d->box[3] - d->box[1];
+    same = m->class_id == d->label_id && m->score == d->score
+        && m->x == d->box[0] && m->y == d->box[1] && m->width == w
+        && m->height == h;
+  }
+  mrcnn_result_clear (&r);
+  mrcnn_engine_free (engine);
+  mrcnn_model_free (model);
+  return same;
+}
+
+/* Elements with other threads on one engine (a batch of both): each
+ * frame runs with its element's threads, exactly as the engine alone with
+ * them (oneDNN computes some layers differently by thread count, so a
+ * frame that ran with its neighbour's threads would differ). */
+GST_START_TEST (test_shared_engine_threads)
+{
+  GstBuffer *frame = test_frame ();
+  StreamPush p[2];
+  for (int i = 0; i < 2; i++) {
+    gchar *desc = g_strdup_printf ("maskrcnn mode=every-frame model=%s "
+        "engine-id=threads-test batch-size=2 batch-timeout=9000000000 "
+        "threads=%d", model_path (), i + 1);
+    p[i] = (StreamPush) { harness_new (desc), gst_buffer_ref (frame) };
+    g_free (desc);
+  }
+  GThread *threads[2];
+  for (int i = 0; i < 2; i++)
+    threads[i] = g_thread_new ("stream", push_one, &p[i]);
+  for (int i = 0; i < 2; i++)
+    g_thread_join (threads[i]);
+  for (int i = 0; i < 2; i++) {
+    fail_unless (engine_alone_gives (meta_of (p[i].out), frame, i + 1),
+        "the element with threads=%d", i + 1);
+    fail_unless (meta_of (p[i].out)->inference_time < 8 * GST_SECOND);
+    gst_buffer_unref (p[i].out);
+    gst_harness_teardown (p[i].h);
+  }
+  gst_buffer_unref (frame);
+}
+GST_END_TEST;
+
 /* Another model under an engine-id in use: an ERROR that says both. */
 GST_START_TEST (test_shared_engine_mismatch)
 {
@@ -1363,6 +1434,7 @@ maskrcnn_suite (void)
   tcase_add_test (tc, test_shared_engine);
   tcase_add_test (tc, test_shared_engine_batched);
   tcase_add_test (tc, test_shared_engine_lanes);
+  tcase_add_test (tc, test_shared_engine_threads);
   tcase_add_test (tc, test_shared_engine_mismatch);
   return s;
 }
