@@ -1768,7 +1768,8 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
       g_param_spec_int ("threads", "Threads",
           "CPU threads an analysis uses on the CPU backend (0: one per core, "
           "and in live mode one less, which leaves a core to the stream).  "
-          "Where other busy threads share the cores, run with "
+          "On a shared engine each frame runs with its own element's value "
+          "(a lane takes its share of it).  Where other busy threads share the cores, run with "
           "OMP_WAIT_POLICY=passive, or OpenMP's spinning threads slow the "
           "analysis many times over",
           0, 1024, DEFAULT_THREADS, live));
