@@ -150,23 +150,8 @@ typedef struct {
   guint occurrence;
 } FrameMeta;
 
-/* The frame's metas into self->frame_metas, in their order. */
-static void
-collect_metas (GstMaskRcnnTracker *self, GstBuffer *buffer)
-{
-  g_array_set_size (self->frame_metas, 0);
-  gpointer state = NULL;
-  GstMaskRcnnMeta *meta;
-  while ((meta = gst_buffer_iterate_mask_rcnn_meta (buffer, &state))) {
-    FrameMeta f = { meta, 0 };
-    for (guint i = 0; i < self->frame_metas->len; i++)
-      f.occurrence += g_strcmp0 (g_array_index (self->frame_metas, FrameMeta,
-              i).meta->model_name, meta->model_name) == 0;
-    g_array_append_val (self->frame_metas, f);
-  }
-}
-
-/* How many of the frame's metas are of model_name. */
+/* How many of the frame's metas (so far, while collect_metas runs) are of
+ * model_name. */
 static guint
 count_metas (GstMaskRcnnTracker *self, const gchar *model_name)
 {
@@ -175,6 +160,19 @@ count_metas (GstMaskRcnnTracker *self, const gchar *model_name)
     n += g_strcmp0 (g_array_index (self->frame_metas, FrameMeta,
             i).meta->model_name, model_name) == 0;
   return n;
+}
+
+/* The frame's metas into self->frame_metas, in their order. */
+static void
+collect_metas (GstMaskRcnnTracker *self, GstBuffer *buffer)
+{
+  g_array_set_size (self->frame_metas, 0);
+  gpointer state = NULL;
+  GstMaskRcnnMeta *meta;
+  while ((meta = gst_buffer_iterate_mask_rcnn_meta (buffer, &state))) {
+    FrameMeta f = { meta, count_metas (self, meta->model_name) };
+    g_array_append_val (self->frame_metas, f);
+  }
 }
 
 /* Every track is forgotten: a new stream, a seek, other caps. */
