@@ -260,9 +260,10 @@ struct _GstMaskRcnnAnalyzer {
    * the running batches hold (a batch counts the free ones, up to one per
    * frame, as the engine takes them; the engine may give it one more that
    * a batch ending has just given back, and the next batch then waits in
-   * the engine for a lane); their frames; the elements that hand it frames, each at most one at a time (so
-   * a batch is as full as it gets when each of those without a frame
-   * running has one waiting); the storage of up to one batch per lane */
+   * the engine for a lane); their frames; the elements that hand it
+   * frames, each at most one at a time (so a batch is as full as it gets
+   * when each of those without a frame running has one waiting); the
+   * storage of up to one batch per lane */
   GMutex run_lock;
   GCond run_cond;
   GQueue waiting;
@@ -1769,7 +1770,8 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
           "CPU threads an analysis uses on the CPU backend (0: one per core, "
           "and in live mode one less, which leaves a core to the stream).  "
           "On a shared engine each frame runs with its own element's value "
-          "(a lane takes its share of it).  Where other busy threads share the cores, run with "
+          "(a lane takes its share of it).  Where other busy threads share "
+          "the cores, run with "
           "OMP_WAIT_POLICY=passive, or OpenMP's spinning threads slow the "
           "analysis many times over",
           0, 1024, DEFAULT_THREADS, live));
