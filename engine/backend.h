@@ -56,6 +56,19 @@ typedef struct {
   gboolean (*paste) (gpointer state, const MrcnnThresholds *thresholds,
       MrcnnResult *result, GError **error);
 
+  /* Several frames through the backbone at once (NULL: one at a time).
+   * batch_slots: how many one batch holds (as created, from
+   * MrcnnOptions.max_batch); preprocess_slot: preprocess into a slot;
+   * backbone_batch: the backbone of slots 0..n-1, frames of one padded
+   * size, one launch per layer; select_slot: the frame the stages after
+   * the backbone (proposals .. paste, inspect) run on next.  preprocess
+   * and backbone are slot 0's. */
+  int (*batch_slots) (gpointer state);
+  gboolean (*preprocess_slot) (gpointer state, int slot,
+      const MrcnnImage *image, const MrcnnGeometry *geometry, GError **error);
+  gboolean (*backbone_batch) (gpointer state, int n, GError **error);
+  void (*select_slot) (gpointer state, int slot);
+
   /* Named intermediate tensors of the last image (see engine.c for the
    * names); FALSE when the backend does not have it. */
   gboolean (*inspect) (gpointer state, const char *name, MrcnnHostTensor *out);

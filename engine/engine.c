@@ -39,6 +39,10 @@ typedef struct {
   uint8_t *keep_class; /* a batch frame's class filter's storage */
   MrcnnBatchRun *run;  /* the batch it works for, while taken */
   int threads;         /* the threads it was set up for (-1: none yet) */
+  /* lane_run_grouped: each frame's geometry and whether it was taken */
+  MrcnnGeometry *geometry;
+  uint8_t *taken;
+  int frames_capacity;
 } MrcnnLane;
 
 struct _MrcnnEngine {
@@ -56,6 +60,9 @@ struct _MrcnnEngine {
   MrcnnLane **free_lanes;
   int n_free;
   GThreadPool *pool;
+  /* frames whose backbone runs together (the backend's batch_slots), 1:
+   * one frame at a time */
+  int batch_slots;
   gint threads;              /* MrcnnOptions.threads, atomic */
   MrcnnThresholds thresholds;
   uint8_t *keep_class;       /* thresholds.keep_class's storage */
@@ -221,6 +228,12 @@ mrcnn_engine_new (const MrcnnModel *model, const MrcnnOptions *options,
         options->lanes);
     return NULL;
   }
+  if (options->max_batch < 0 || options->max_batch > MRCNN_MAX_BATCH) {
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
+        "max batch must be between 1 and %d (0: 1), not %d", MRCNN_MAX_BATCH,
+        options->max_batch);
+    return NULL;
+  }
 
   MrcnnEngine *e = g_new0 (MrcnnEngine, 1);
   e->model = model;
@@ -249,6 +262,9 @@ mrcnn_engine_new (const MrcnnModel *model, const MrcnnOptions *options,
   }
   for (int i = 0; i < e->n_lanes; i++)
     e->lanes[i].threads = -1;
+  /* the dumps and stage times are of one frame at a time */
+  e->batch_slots = backend->backbone_batch && !e->dump_dir && !e->time_stages
+      ? backend->batch_slots (e->lanes[0].state) : 1;
   e->free_lanes = g_new (MrcnnLane *, e->n_lanes);
   for (e->n_free = 0; e->n_free < e->n_lanes; e->n_free++)
     e->free_lanes[e->n_free] = &e->lanes[e->n_free];
@@ -281,6 +297,8 @@ mrcnn_engine_free (MrcnnEngine *e)
     if (e->lanes[i].state)
       e->backend->destroy (e->lanes[i].state);
     g_free (e->lanes[i].keep_class);
+    g_free (e->lanes[i].geometry);
+    g_free (e->lanes[i].taken);
   }
   g_free (e->lanes);
   g_free (e->free_lanes);
@@ -414,10 +432,10 @@ mrcnn_engine_device_memory (const MrcnnEngine *e)
       ? e->backend->device_memory (e->lanes[0].state) : 0;
 }
 
+/* Checks an image and computes where it goes in the network input. */
 static gboolean
-detect_one (MrcnnEngine *e, MrcnnLane *lane, const MrcnnImage *image,
-    const MrcnnThresholds *thresholds, int threads, MrcnnResult *result,
-    GError **error)
+image_geometry (const MrcnnEngine *e, const MrcnnImage *image,
+    MrcnnGeometry *geometry, GError **error)
 {
   if (!image->data || image->stride < 3 * image->width) {
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
@@ -425,20 +443,40 @@ detect_one (MrcnnEngine *e, MrcnnLane *lane, const MrcnnImage *image,
         image->stride, image->width);
     return FALSE;
   }
-  MrcnnGeometry geometry;
-  if (!mrcnn_geometry_compute (&e->model->config, image->width, image->height,
-          &geometry, error))
-    return FALSE;
+  return mrcnn_geometry_compute (&e->model->config, image->width,
+      image->height, geometry, error);
+}
+
+static void
+result_start (MrcnnResult *result, const MrcnnImage *image)
+{
   result->image_width = image->width;
   result->image_height = image->height;
   result->n_detections = 0;
+}
+
+static void
+result_name_labels (const MrcnnEngine *e, MrcnnResult *result)
+{
+  for (int i = 0; i < result->n_detections; i++)
+    result->detections[i].label =
+        e->model->class_names[result->detections[i].label_id];
+}
+
+static gboolean
+detect_one (MrcnnEngine *e, MrcnnLane *lane, const MrcnnImage *image,
+    const MrcnnThresholds *thresholds, int threads, MrcnnResult *result,
+    GError **error)
+{
+  MrcnnGeometry geometry;
+  if (!image_geometry (e, image, &geometry, error))
+    return FALSE;
+  result_start (result, image);
   lane_use_threads (e, lane, threads);
   if (!run_stages (e, lane->state, image, &geometry, thresholds, result,
           error))
     return FALSE;
-  for (int i = 0; i < result->n_detections; i++)
-    result->detections[i].label =
-        e->model->class_names[result->detections[i].label_id];
+  result_name_labels (e, result);
   return e->dump_dir ? dump (e, lane, error) : TRUE;
 }
 
@@ -479,30 +517,58 @@ mrcnn_engine_detect (MrcnnEngine *e, const MrcnnImage *image,
   return ok;
 }
 
-/* Frame i of the batch on a lane, with its settings (the class filter
- * copied into the lane's buffer for it). */
+/* Frame i of the batch's thresholds (its class filter copied into the
+ * lane's buffer) and threads. */
+static gboolean
+frame_settings (MrcnnEngine *e, MrcnnLane *lane, int i,
+    MrcnnThresholds *frame, int *threads, GError **error)
+{
+  const MrcnnBatchRun *b = lane->run;
+  *frame = e->thresholds;
+  *threads = g_atomic_int_get (&e->threads);
+  if (!b->settings)
+    return TRUE;
+  const MrcnnFrameSettings *f = &b->settings[i];
+  if (!resolve_thresholds (&e->model->config, f->score_threshold,
+          f->nms_threshold, f->max_detections, f->mask_threshold, frame,
+          error))
+    return FALSE;
+  frame->keep_class = class_filter (e, f->keep_class, &lane->keep_class);
+  if (f->threads >= 0)
+    *threads = f->threads;
+  return TRUE;
+}
+
+/* Frame i of the batch on a lane, with its settings. */
 static gboolean
 detect_frame (MrcnnEngine *e, MrcnnLane *lane, int i, GError **error)
 {
-  const MrcnnBatchRun *b = lane->run;
-  MrcnnThresholds frame = e->thresholds;
-  int threads = g_atomic_int_get (&e->threads);
-  if (b->settings) {
-    const MrcnnFrameSettings *f = &b->settings[i];
-    if (!resolve_thresholds (&e->model->config, f->score_threshold,
-            f->nms_threshold, f->max_detections, f->mask_threshold, &frame,
-            error))
-      return FALSE;
-    frame.keep_class = class_filter (e, f->keep_class, &lane->keep_class);
-    if (f->threads >= 0)
-      threads = f->threads;
+  MrcnnThresholds frame;
+  int threads;
+  return frame_settings (e, lane, i, &frame, &threads, error)
+      && detect_one (e, lane, &lane->run->images[i], &frame, threads,
+      &lane->run->results[i], error);
+}
+
+/* Frame i failed (error taken): the batch stops, keeping the lowest
+ * failure's error. */
+static void
+batch_fail (MrcnnBatchRun *b, int i, GError *error)
+{
+  g_atomic_int_set (&b->stop, 1);
+  g_mutex_lock (&b->lock);
+  if (i < b->failed) {
+    g_clear_error (&b->error);
+    b->failed = i;
+    b->error = error;
+  } else {
+    g_error_free (error);
   }
-  return detect_one (e, lane, &b->images[i], &frame, threads, &b->results[i],
-      error);
+  g_mutex_unlock (&b->lock);
 }
 
 /* Claims the batch's frames one by one until none is left or one failed
- * (on any lane); keeps the lowest failure's error. */
+ * (on any lane). */
 static void
 lane_run (MrcnnEngine *e, MrcnnLane *lane)
 {
@@ -512,17 +578,81 @@ lane_run (MrcnnEngine *e, MrcnnLane *lane)
     GError *error = NULL;
     if (i >= b->n)
       break;
-    if (detect_frame (e, lane, i, &error))
+    if (!detect_frame (e, lane, i, &error))
+      batch_fail (b, i, error);
+  }
+}
+
+/* The stages after the backbone of the frame in the lane's backbone slot
+ * `slot`. */
+static gboolean
+detect_slot (MrcnnEngine *e, MrcnnLane *lane, int slot, int i,
+    GError **error)
+{
+  const MrcnnBackend *be = e->backend;
+  MrcnnResult *result = &lane->run->results[i];
+  MrcnnThresholds frame;
+  int threads;
+  result_start (result, &lane->run->images[i]);
+  be->select_slot (lane->state, slot);
+  if (!frame_settings (e, lane, i, &frame, &threads, error)
+      || !be->proposals (lane->state, error)
+      || !be->detect (lane->state, &frame, error)
+      || !be->masks (lane->state, error)
+      || !be->paste (lane->state, &frame, result, error))
+    return FALSE;
+  result_name_labels (e, result);
+  return TRUE;
+}
+
+/* The batch on one lane of a backend whose backbone takes several frames
+ * (batch_slots): frames of one network input size through the backbone
+ * together (mrcnn_geometry_next_group), then each through the later
+ * stages, until every frame has run.  After a failure only frames before
+ * it still run, so that every frame before the lowest failure has its
+ * results. */
+static void
+lane_run_grouped (MrcnnEngine *e, MrcnnLane *lane)
+{
+  MrcnnBatchRun *b = lane->run;
+  const MrcnnBackend *be = e->backend;
+  if (lane->frames_capacity < b->n) {
+    g_free (lane->geometry);
+    g_free (lane->taken);
+    lane->geometry = g_new (MrcnnGeometry, b->n);
+    lane->taken = g_new (uint8_t, b->n);
+    lane->frames_capacity = b->n;
+  }
+  memset (lane->taken, 0, b->n);
+  /* only this thread changes b->failed */
+  for (int i = 0; i < b->failed; i++) {
+    GError *error = NULL;
+    if (!image_geometry (e, &b->images[i], &lane->geometry[i], &error))
+      batch_fail (b, i, error);
+  }
+  int group[MRCNN_MAX_BATCH], k;
+  while ((k = mrcnn_geometry_next_group (lane->geometry, lane->taken,
+              b->failed, e->batch_slots, group)) > 0) {
+    GError *error = NULL;
+    int ready = 0;
+    while (ready < k && be->preprocess_slot (lane->state, ready,
+            &b->images[group[ready]], &lane->geometry[group[ready]], &error))
+      ready++;
+    if (ready < k)
+      batch_fail (b, group[ready], g_steal_pointer (&error));
+    if (ready == 0)
       continue;
-    g_atomic_int_set (&b->stop, 1);
-    g_mutex_lock (&b->lock);
-    if (i < b->failed) {
-      g_clear_error (&b->error);
-      b->failed = i;
-      b->error = g_steal_pointer (&error);
+    if (!be->backbone_batch (lane->state, ready, &error)) {
+      if (ready > 1)
+        g_prefix_error (&error, "the backbone of %d frames at once: ", ready);
+      batch_fail (b, group[0], error);
+      continue;
     }
-    g_mutex_unlock (&b->lock);
-    g_clear_error (&error);
+    for (int j = 0; j < ready && group[j] < b->failed; j++)
+      if (!detect_slot (e, lane, j, group[j], &error)) {
+        batch_fail (b, group[j], g_steal_pointer (&error));
+        break;
+      }
   }
 }
 
@@ -578,15 +708,19 @@ mrcnn_engine_detect_batch (MrcnnEngine *e, const MrcnnImage *images,
   g_mutex_init (&b->lock);
   g_cond_init (&b->idle);
   MrcnnLane *taken[MRCNN_MAX_LANES] = { NULL };
+  gboolean grouped = e->batch_slots > 1 && n > 1;
   /* the dumps and stage times are of one frame at a time */
-  int lanes = take_lanes (e, e->dump_dir || e->time_stages ? 1
+  int lanes = take_lanes (e, grouped || e->dump_dir || e->time_stages ? 1
       : CLAMP (n, 1, e->n_lanes), taken);
   b->busy = lanes - 1;
   for (int i = 0; i < lanes; i++)
     taken[i]->run = b;
   for (int i = 1; i < lanes; i++)
     g_thread_pool_push (e->pool, taken[i], NULL);
-  lane_run (e, taken[0]);
+  if (grouped)
+    lane_run_grouped (e, taken[0]);
+  else
+    lane_run (e, taken[0]);
   g_mutex_lock (&b->lock);
   while (b->busy > 0)
     g_cond_wait (&b->idle, &b->lock);

@@ -204,3 +204,21 @@ mrcnn_roi_level (const float *box, int k_min, int k_max)
     return 0;
   return (int) CLAMP (k, (float) k_min, (float) k_max) - k_min;
 }
+
+int
+mrcnn_geometry_next_group (const MrcnnGeometry *geometry, uint8_t *taken,
+    int limit, int max, int *group)
+{
+  int k = 0;
+  for (int i = 0; i < limit && k < max; i++) {
+    if (taken[i])
+      continue;
+    if (k > 0 && (geometry[i].padded_height
+            != geometry[group[0]].padded_height
+            || geometry[i].padded_width != geometry[group[0]].padded_width))
+      continue;
+    taken[i] = 1;
+    group[k++] = i;
+  }
+  return k;
+}

@@ -26,6 +26,14 @@ gboolean mrcnn_geometry_compute (const MrcnnConfig *config, int orig_width,
 size_t mrcnn_geometry_max_padded_area (const MrcnnConfig *config, int *max_h,
     int *max_w);
 
+/* The next frames of a batch whose backbone runs together (one network
+ * input size): the first of frames 0..limit-1 not yet taken and the next
+ * ones with its padded size, up to max, in order.  Marks them taken (one
+ * byte per frame) and writes their indices to group; returns how many, 0
+ * when every frame below limit is taken. */
+int mrcnn_geometry_next_group (const MrcnnGeometry *geometry, uint8_t *taken,
+    int limit, int max, int *group);
+
 /* Half-pixel bilinear taps (align_corners=False, edge clamp) for resizing
  * an axis of `in` samples to `out`: out[d] = (1-l)*in[i0] + l*in[i1]. */
 void mrcnn_linear_taps (int in, int out, int *i0, int *i1, float *lambda);

@@ -361,7 +361,7 @@ test_lanes_take_callers_priority (void)
 #endif
 
 static void
-test_lanes_out_of_range (void)
+test_options_out_of_range (void)
 {
   MrcnnOptions options;
   mrcnn_options_init (&options);
@@ -369,6 +369,12 @@ test_lanes_out_of_range (void)
   GError *error = NULL;
   g_assert_null (mrcnn_engine_new (model, &options, &error));
   g_assert_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  mrcnn_options_init (&options);
+  options.max_batch = MRCNN_MAX_BATCH + 1;
+  g_assert_null (mrcnn_engine_new (model, &options, &error));
+  g_assert_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT);
+  g_assert_nonnull (strstr (error->message, "max batch"));
   g_clear_error (&error);
 }
 
@@ -406,7 +412,7 @@ main (int argc, char **argv)
     g_test_add_data_func (path, GINT_TO_POINTER (lanes), test_failing_frame);
     g_free (path);
   }
-  g_test_add_func ("/batch/lanes-out-of-range", test_lanes_out_of_range);
+  g_test_add_func ("/batch/options-out-of-range", test_options_out_of_range);
   g_test_add_func ("/batch/lanes-2/callers-side-by-side",
       test_callers_side_by_side);
   g_test_add_func ("/batch/lanes-1/frames-own-threads",

@@ -57,6 +57,46 @@ test_resize_rejects_degenerate (void)
   g_clear_error (&error);
 }
 
+/* Frames of sizes A B A A B C: the backbone takes the first frame not yet
+ * run and the next of its size, up to max, in order; a limit (a failed
+ * frame) leaves the frames from it out. */
+static void
+test_batch_groups (void)
+{
+  static const int sizes[6][2] = { { 800, 1216 }, { 1216, 800 },
+    { 800, 1216 }, { 800, 1216 }, { 1216, 800 }, { 512, 512 } };
+  MrcnnGeometry geometry[6] = { 0 };
+  for (int i = 0; i < 6; i++) {
+    geometry[i].padded_height = sizes[i][0];
+    geometry[i].padded_width = sizes[i][1];
+    geometry[i].width = 100 + i; /* not what groups them */
+  }
+  static const struct {
+    int limit, max;
+    const char *groups;
+  } cases[] = {
+    { 6, 2, "0 2|1 4|3|5|" },
+    { 6, 3, "0 2 3|1 4|5|" },
+    { 6, 1, "0|1|2|3|4|5|" },
+    { 4, 8, "0 2 3|1|" },
+    { 0, 8, "" },
+  };
+  for (gsize c = 0; c < G_N_ELEMENTS (cases); c++) {
+    uint8_t taken[6] = { 0 };
+    int group[8], k;
+    GString *got = g_string_new (NULL);
+    while ((k = mrcnn_geometry_next_group (geometry, taken, cases[c].limit,
+                cases[c].max, group)) > 0) {
+      g_assert_cmpint (k, <=, cases[c].max);
+      for (int j = 0; j < k; j++)
+        g_string_append_printf (got, j ? " %d" : "%d", group[j]);
+      g_string_append_c (got, '|');
+    }
+    g_assert_cmpstr (got->str, ==, cases[c].groups);
+    g_string_free (got, TRUE);
+  }
+}
+
 static void
 test_linear_taps (void)
 {
@@ -878,6 +918,7 @@ main (int argc, char **argv)
   g_test_add_func ("/geometry/resize-sizes", test_resize_sizes);
   g_test_add_func ("/geometry/resize-degenerate", test_resize_rejects_degenerate);
   g_test_add_func ("/geometry/linear-taps", test_linear_taps);
+  g_test_add_func ("/geometry/batch-groups", test_batch_groups);
   g_test_add_func ("/anchors/base", test_base_anchors);
   g_test_add_func ("/anchors/pool-level-stride", test_level_anchor);
   g_test_add_func ("/boxes/decode", test_decode_box);
