@@ -194,21 +194,21 @@ preprocess_matterport_kernel (const uint8_t *image, int in_h, int in_w,
   }
 }
 
-/* Makes the pinned and device image buffers hold `bytes`. */
+/* Makes a slot's pinned and device image buffers hold `bytes`. */
 static gboolean
-grow_image_buffers (CudaState *s, size_t bytes, GError **error)
+grow_image_buffers (CudaState *s, int slot, size_t bytes, GError **error)
 {
   CudaBackbone *b = &s->backbone;
   /* the old buffers may still feed the last frame's upload */
   if (!cuda_check (cudaStreamSynchronize (s->stream),
           "waiting for the previous image's upload", error))
     return FALSE;
-  if (b->image_host)
-    cudaFreeHost (b->image_host);
-  cudaFree (b->image_device);
-  b->image_host = NULL;
-  b->image_device = NULL;
-  b->image_capacity = 0;
+  if (b->image_host[slot])
+    cudaFreeHost (b->image_host[slot]);
+  cudaFree (b->image_device[slot]);
+  b->image_host[slot] = NULL;
+  b->image_device[slot] = NULL;
+  b->image_capacity[slot] = 0;
   void *host = NULL;
   cudaError_t err = cudaMallocHost (&host, bytes);
   if (err != cudaSuccess) {
@@ -218,19 +218,22 @@ grow_image_buffers (CudaState *s, size_t bytes, GError **error)
         "(%s)", bytes >> 20, cudaGetErrorString (err));
     return FALSE;
   }
-  b->image_host = (uint8_t *) host;
-  if (!cuda_alloc ((void **) &b->image_device, bytes,
+  b->image_host[slot] = (uint8_t *) host;
+  if (!cuda_alloc ((void **) &b->image_device[slot], bytes,
           "the image upload buffer", error))
     return FALSE;
-  b->image_capacity = bytes;
+  b->image_capacity[slot] = bytes;
   return TRUE;
 }
 
 gboolean
-cuda_preprocess (CudaState *s, const MrcnnImage *image, GError **error)
+cuda_preprocess (CudaState *s, int slot, const MrcnnImage *image,
+    const MrcnnGeometry *geometry, GError **error)
 {
   CudaBackbone *b = &s->backbone;
-  const MrcnnGeometry *g = &s->geometry;
+  g_assert (slot >= 0 && slot < s->max_batch);
+  s->slot_geometry[slot] = *geometry;
+  const MrcnnGeometry *g = geometry;
   int H0 = image->height, W0 = image->width;
   int h = g->height, w = g->width, ph = g->padded_height,
       pw = g->padded_width;
@@ -243,32 +246,36 @@ cuda_preprocess (CudaState *s, const MrcnnImage *image, GError **error)
   }
 
   size_t row = (size_t) 3 * W0, bytes = row * H0;
-  if (bytes > b->image_capacity && !grow_image_buffers (s, bytes, error))
+  if (bytes > b->image_capacity[slot]
+      && !grow_image_buffers (s, slot, bytes, error))
     return FALSE;
-  /* The previous frame's upload from the pinned buffer is over: its
-   * results were downloaded (cuda_paste_run waits for the stream), or the
-   * frame failed and its results are discarded anyway. */
+  /* The slot's previous upload from its pinned buffer is over: that
+   * batch's results were downloaded (cuda_paste_run waits for the
+   * stream), or it failed and its results are discarded anyway. */
+  uint8_t *host = b->image_host[slot], *image_device = b->image_device[slot];
   for (int y = 0; y < H0; y++)
-    memcpy (b->image_host + y * row, image->data + (size_t) y * image->stride,
-        row);
-  if (!cuda_check (cudaMemcpyAsync (b->image_device, b->image_host, bytes,
+    memcpy (host + y * row, image->data + (size_t) y * image->stride, row);
+  if (!cuda_check (cudaMemcpyAsync (image_device, host, bytes,
               cudaMemcpyHostToDevice, s->stream), "uploading the image",
           error))
     return FALSE;
 
+  /* the slots of a batch share the padded size: one NHWC tensor */
   int C = s->input_channels;
+  void *input = (char *) s->inputs + (size_t) slot * ph * pw * C
+      * s->act_size;
   unsigned int pixel_blocks = blocks_for ((size_t) ph * pw);
   if (s->model->config.variant != MRCNN_VARIANT_MATTERPORT) {
     linear_taps_kernel<<<blocks_for (h + w), THREADS, 0, s->stream>>> (H0,
         W0, h, w, b->tap_i0, b->tap_i1, b->tap_lambda);
     if (s->half)
       preprocess_torchvision_kernel<<<pixel_blocks, THREADS, 0, s->stream>>> (
-          b->image_device, W0, h, w, ph, pw, C, b->tap_i0, b->tap_i1,
-          b->tap_lambda, b->lut, (__half *) s->input);
+          image_device, W0, h, w, ph, pw, C, b->tap_i0, b->tap_i1,
+          b->tap_lambda, b->lut, (__half *) input);
     else
       preprocess_torchvision_kernel<<<pixel_blocks, THREADS, 0, s->stream>>> (
-          b->image_device, W0, h, w, ph, pw, C, b->tap_i0, b->tap_i1,
-          b->tap_lambda, b->lut, (float *) s->input);
+          image_device, W0, h, w, ph, pw, C, b->tap_i0, b->tap_i1,
+          b->tap_lambda, b->lut, (float *) input);
     return CUDA_CHECK_LAUNCH ("preprocessing the image", error);
   }
 
@@ -281,39 +288,47 @@ cuda_preprocess (CudaState *s, const MrcnnImage *image, GError **error)
       return FALSE;
     byte_range_kernel<<<MIN (blocks_for (bytes), (unsigned int) (8 *
                 MAX (s->sm_count, 1))), THREADS, 0, s->stream>>> (
-        b->image_device, bytes, b->range);
+        image_device, bytes, b->range);
   }
   if (s->half)
     preprocess_matterport_kernel<<<pixel_blocks, THREADS, 0, s->stream>>> (
-        b->image_device, H0, W0, h, w, ph, pw, g->pad_top, g->pad_left, C,
+        image_device, H0, W0, h, w, ph, pw, g->pad_top, g->pad_left, C,
         resize, b->tap_i0, b->tap_w0, b->tap_w1, b->range, b->lut,
-        (__half *) s->input);
+        (__half *) input);
   else
     preprocess_matterport_kernel<<<pixel_blocks, THREADS, 0, s->stream>>> (
-        b->image_device, H0, W0, h, w, ph, pw, g->pad_top, g->pad_left, C,
+        image_device, H0, W0, h, w, ph, pw, g->pad_top, g->pad_left, C,
         resize, b->tap_i0, b->tap_w0, b->tap_w1, b->range, b->lut,
-        (float *) s->input);
+        (float *) input);
   return CUDA_CHECK_LAUNCH ("preprocessing the image", error);
 }
 
 /* ---- backbone and FPN ------------------------------------------------ */
 
+/* The kernels below take n frames of one size, one after another (NHWC):
+ * frame f's pixel (y, x) of an h x w map is pixel f * h + y of a map n * h
+ * rows high. */
+
 /* cpu_maxpool_3x3s2: output i covers inputs 2i - pad .. 2i - pad + 2,
  * -inf outside. */
 template <typename T>
 static __global__ void
-maxpool_3x3s2_kernel (const T *in, int c, int h, int w, T *out, int oh,
-    int ow, int pad)
+maxpool_3x3s2_kernel (const T *in, int n, int c, int h, int w, T *out,
+    int oh, int ow, int pad)
 {
-  GRID_STRIDE_LOOP (i, (size_t) oh * ow * c) {
+  GRID_STRIDE_LOOP (i, (size_t) n * oh * ow * c) {
     int ci = (int) (i % c);
     size_t p = i / c;
-    int ox = (int) (p % ow), oy = (int) (p / ow);
+    int ox = (int) (p % ow);
+    size_t row = p / ow;
+    int oy = (int) (row % oh);
+    size_t frame = row / oh;
+    const T *in_frame = in + frame * h * w * c;
     int y0 = 2 * oy - pad, x0 = 2 * ox - pad;
     float m = -INFINITY;
     for (int y = max (y0, 0); y <= min (y0 + 2, h - 1); y++)
       for (int x = max (x0, 0); x <= min (x0 + 2, w - 1); x++) {
-        float v = act_load (in, ((size_t) y * w + x) * c + ci);
+        float v = act_load (in_frame, ((size_t) y * w + x) * c + ci);
         m = m > v ? m : v;
       }
     act_store (out, i, m);
@@ -324,82 +339,89 @@ maxpool_3x3s2_kernel (const T *in, int c, int h, int w, T *out, int oh,
  * index min(floor(d * (in / out)), in - 1) in fp32. */
 template <typename T>
 static __global__ void
-add_upsampled_kernel (T *dst, int c, int h, int w, const T *src, int sh,
-    int sw)
+add_upsampled_kernel (T *dst, int n, int c, int h, int w, const T *src,
+    int sh, int sw)
 {
   float ry = __fdiv_rn ((float) sh, (float) h);
   float rx = __fdiv_rn ((float) sw, (float) w);
-  GRID_STRIDE_LOOP (i, (size_t) h * w * c) {
+  GRID_STRIDE_LOOP (i, (size_t) n * h * w * c) {
     int ci = (int) (i % c);
     size_t p = i / c;
-    int x = (int) (p % w), y = (int) (p / w);
+    int x = (int) (p % w);
+    size_t row = p / w;
+    int y = (int) (row % h);
+    size_t frame = row / h;
     int yy = min ((int) floorf (__fmul_rn ((float) y, ry)), sh - 1);
     int xx = min ((int) floorf (__fmul_rn ((float) x, rx)), sw - 1);
     act_store (dst, i, __fadd_rn (act_load (dst, i),
-            act_load (src, ((size_t) yy * sw + xx) * c + ci)));
+            act_load (src, ((frame * sh + yy) * sw + xx) * c + ci)));
   }
 }
 
 /* P6: max_pool2d(P5, kernel 1, stride 2) keeps every other pixel. */
 template <typename T>
 static __global__ void
-subsample2_kernel (const T *in, int c, int w, T *out, int oh, int ow)
+subsample2_kernel (const T *in, int n, int c, int h, int w, T *out, int oh,
+    int ow)
 {
-  GRID_STRIDE_LOOP (i, (size_t) oh * ow * c) {
+  GRID_STRIDE_LOOP (i, (size_t) n * oh * ow * c) {
     int ci = (int) (i % c);
     size_t p = i / c;
-    int x = (int) (p % ow), y = (int) (p / ow);
-    out[i] = in[((size_t) 2 * y * w + 2 * x) * c + ci];
+    int x = (int) (p % ow);
+    size_t row = p / ow;
+    int y = (int) (row % oh);
+    size_t frame = row / oh;
+    out[i] = in[((frame * h + 2 * y) * w + 2 * x) * c + ci];
   }
 }
 
 static gboolean
-maxpool (CudaState *s, const void *in, int c, int h, int w, void *out,
+maxpool (CudaState *s, const void *in, int n, int c, int h, int w, void *out,
     int oh, int ow, int pad, GError **error)
 {
-  unsigned int blocks = blocks_for ((size_t) oh * ow * c);
+  unsigned int blocks = blocks_for ((size_t) n * oh * ow * c);
   if (s->half)
     maxpool_3x3s2_kernel<<<blocks, THREADS, 0, s->stream>>> (
-        (const __half *) in, c, h, w, (__half *) out, oh, ow, pad);
+        (const __half *) in, n, c, h, w, (__half *) out, oh, ow, pad);
   else
     maxpool_3x3s2_kernel<<<blocks, THREADS, 0, s->stream>>> (
-        (const float *) in, c, h, w, (float *) out, oh, ow, pad);
+        (const float *) in, n, c, h, w, (float *) out, oh, ow, pad);
   return CUDA_CHECK_LAUNCH ("the stem's max pool", error);
 }
 
 static gboolean
-add_upsampled (CudaState *s, void *dst, int c, int h, int w, const void *src,
-    int sh, int sw, GError **error)
+add_upsampled (CudaState *s, void *dst, int n, int c, int h, int w,
+    const void *src, int sh, int sw, GError **error)
 {
-  unsigned int blocks = blocks_for ((size_t) h * w * c);
+  unsigned int blocks = blocks_for ((size_t) n * h * w * c);
   if (s->half)
     add_upsampled_kernel<<<blocks, THREADS, 0, s->stream>>> ((__half *) dst,
-        c, h, w, (const __half *) src, sh, sw);
+        n, c, h, w, (const __half *) src, sh, sw);
   else
     add_upsampled_kernel<<<blocks, THREADS, 0, s->stream>>> ((float *) dst,
-        c, h, w, (const float *) src, sh, sw);
+        n, c, h, w, (const float *) src, sh, sw);
   return CUDA_CHECK_LAUNCH ("the FPN's top-down addition", error);
 }
 
 static gboolean
-subsample2 (CudaState *s, const void *in, int c, int w, void *out, int oh,
-    int ow, GError **error)
+subsample2 (CudaState *s, const void *in, int n, int c, int h, int w,
+    void *out, int oh, int ow, GError **error)
 {
-  unsigned int blocks = blocks_for ((size_t) oh * ow * c);
+  unsigned int blocks = blocks_for ((size_t) n * oh * ow * c);
   if (s->half)
     subsample2_kernel<<<blocks, THREADS, 0, s->stream>>> (
-        (const __half *) in, c, w, (__half *) out, oh, ow);
+        (const __half *) in, n, c, h, w, (__half *) out, oh, ow);
   else
     subsample2_kernel<<<blocks, THREADS, 0, s->stream>>> (
-        (const float *) in, c, w, (float *) out, oh, ow);
+        (const float *) in, n, c, h, w, (float *) out, oh, ow);
   return CUDA_CHECK_LAUNCH ("the FPN's P6", error);
 }
 
 /* relu(conv3(relu(conv2(relu(conv1(x))))) + shortcut(x)) into out, the
- * residual add and ReLU fused into conv3. */
+ * residual add and ReLU fused into conv3; n frames. */
 static gboolean
-bottleneck (CudaState *s, CudaBottleneck *blk, const void *x, int h, int w,
-    void *out, void *t1, void *t2, void *shortcut, int *oh, int *ow,
+bottleneck (CudaState *s, CudaBottleneck *blk, const void *x, int n, int h,
+    int w, void *out, void *t1, void *t2, void *shortcut, int *oh, int *ow,
     GError **error)
 {
   int h1 = cuda_conv_out_size (h, &blk->conv1);
@@ -407,11 +429,11 @@ bottleneck (CudaState *s, CudaBottleneck *blk, const void *x, int h, int w,
   int h2 = cuda_conv_out_size (h1, &blk->conv2);
   int w2 = cuda_conv_out_size (w1, &blk->conv2);
   const void *residual = blk->has_downsample ? shortcut : x;
-  if (!cuda_conv_forward (s, &blk->conv1, x, 1, h, w, t1, NULL, error)
-      || !cuda_conv_forward (s, &blk->conv2, t1, 1, h1, w1, t2, NULL, error)
+  if (!cuda_conv_forward (s, &blk->conv1, x, n, h, w, t1, NULL, error)
+      || !cuda_conv_forward (s, &blk->conv2, t1, n, h1, w1, t2, NULL, error)
       || (blk->has_downsample && !cuda_conv_forward (s, &blk->downsample, x,
-              1, h, w, shortcut, NULL, error))
-      || !cuda_conv_forward (s, &blk->conv3, t2, 1, h2, w2, out, residual,
+              n, h, w, shortcut, NULL, error))
+      || !cuda_conv_forward (s, &blk->conv3, t2, n, h2, w2, out, residual,
           error))
     return FALSE;
   *oh = h2;
@@ -419,16 +441,17 @@ bottleneck (CudaState *s, CudaBottleneck *blk, const void *x, int h, int w,
   return TRUE;
 }
 
-/* The stem and the four stages into stage_out[] (cpu backbone.c resnet). */
+/* The stem and the four stages of slots 0..n-1 into stage_out[] (cpu
+ * backbone.c resnet). */
 static gboolean
-resnet (CudaState *s, GError **error)
+resnet (CudaState *s, int n, GError **error)
 {
   CudaBackbone *b = &s->backbone;
-  const MrcnnGeometry *g = &s->geometry;
+  const MrcnnGeometry *g = &s->slot_geometry[0];
   void **t = b->scratch;
   int h = cuda_conv_out_size (g->padded_height, &b->stem);
   int w = cuda_conv_out_size (g->padded_width, &b->stem);
-  if (!cuda_conv_forward (s, &b->stem, s->input, 1, g->padded_height,
+  if (!cuda_conv_forward (s, &b->stem, s->inputs, n, g->padded_height,
           g->padded_width, t[0], NULL, error))
     return FALSE;
   int ph = (h - 1) / 2 + 1, pw = (w - 1) / 2 + 1;
@@ -436,7 +459,7 @@ resnet (CudaState *s, GError **error)
    * matterport inputs are multiples of 32 and the stem output is even */
   int pad = s->model->config.variant == MRCNN_VARIANT_MATTERPORT
       ? MAX (2 * (ph - 1) + 3 - h, 0) / 2 : 1;
-  if (!maxpool (s, t[0], b->stem.out_channels, h, w, t[1], ph, pw, pad,
+  if (!maxpool (s, t[0], n, b->stem.out_channels, h, w, t[1], ph, pw, pad,
           error))
     return FALSE;
   h = ph;
@@ -454,7 +477,7 @@ resnet (CudaState *s, GError **error)
           free_bufs[k++] = t[j];
       gboolean last = i == b->n_blocks[L] - 1;
       void *out = last ? b->stage_out[L] : free_bufs[0];
-      if (!bottleneck (s, &b->blocks[L][i], x, h, w, out, free_bufs[0],
+      if (!bottleneck (s, &b->blocks[L][i], x, n, h, w, out, free_bufs[0],
               free_bufs[1], free_bufs[2], &h, &w, error))
         return FALSE;
       if (!last)
@@ -467,29 +490,29 @@ resnet (CudaState *s, GError **error)
   return TRUE;
 }
 
-/* Lateral 1x1s, top-down additions, 3x3 outputs and P6 (cpu backbone.c
- * fpn). */
+/* Lateral 1x1s, top-down additions, 3x3 outputs and P6 of n frames (cpu
+ * backbone.c fpn). */
 static gboolean
-fpn (CudaState *s, GError **error)
+fpn (CudaState *s, int n, GError **error)
 {
   CudaBackbone *b = &s->backbone;
   int C = s->model->fpn_channels;
   void *last = b->scratch[0], *next = b->scratch[1];
   int lh = b->stage_h[3], lw = b->stage_w[3];
-  if (!cuda_conv_forward (s, &b->fpn_inner[3], b->stage_out[3], 1, lh, lw,
+  if (!cuda_conv_forward (s, &b->fpn_inner[3], b->stage_out[3], n, lh, lw,
           last, NULL, error)
-      || !cuda_conv_forward (s, &b->fpn_layer[3], last, 1, lh, lw, s->fpn[3],
-          NULL, error))
+      || !cuda_conv_forward (s, &b->fpn_layer[3], last, n, lh, lw,
+          s->fpn_slots[3], NULL, error))
     return FALSE;
   s->fpn_h[3] = lh;
   s->fpn_w[3] = lw;
   for (int i = 2; i >= 0; i--) {
     int h = b->stage_h[i], w = b->stage_w[i];
-    if (!cuda_conv_forward (s, &b->fpn_inner[i], b->stage_out[i], 1, h, w,
+    if (!cuda_conv_forward (s, &b->fpn_inner[i], b->stage_out[i], n, h, w,
             next, NULL, error)
-        || !add_upsampled (s, next, C, h, w, last, lh, lw, error)
-        || !cuda_conv_forward (s, &b->fpn_layer[i], next, 1, h, w, s->fpn[i],
-            NULL, error))
+        || !add_upsampled (s, next, n, C, h, w, last, lh, lw, error)
+        || !cuda_conv_forward (s, &b->fpn_layer[i], next, n, h, w,
+            s->fpn_slots[i], NULL, error))
       return FALSE;
     s->fpn_h[i] = h;
     s->fpn_w[i] = w;
@@ -502,7 +525,8 @@ fpn (CudaState *s, GError **error)
 
   int h5 = s->fpn_h[3], w5 = s->fpn_w[3];
   int h6 = (h5 + 1) / 2, w6 = (w5 + 1) / 2;
-  if (!subsample2 (s, s->fpn[3], C, w5, s->fpn[4], h6, w6, error))
+  if (!subsample2 (s, s->fpn_slots[3], n, C, h5, w5, s->fpn_slots[4], h6,
+          w6, error))
     return FALSE;
   s->fpn_h[4] = h6;
   s->fpn_w[4] = w6;
@@ -510,9 +534,24 @@ fpn (CudaState *s, GError **error)
 }
 
 gboolean
-cuda_backbone_run (CudaState *s, GError **error)
+cuda_backbone_run (CudaState *s, int n, GError **error)
 {
-  return resnet (s, error) && fpn (s, error);
+  g_assert (n >= 1 && n <= s->max_batch);
+  return resnet (s, n, error) && fpn (s, n, error);
+}
+
+void
+cuda_select_slot (CudaState *s, int slot)
+{
+  const MrcnnGeometry *g = &s->slot_geometry[slot];
+  size_t act = s->act_size, C = s->model->fpn_channels;
+  s->slot = slot;
+  s->geometry = *g;
+  s->input = (char *) s->inputs + (size_t) slot * g->padded_height
+      * g->padded_width * s->input_channels * act;
+  for (int l = 0; l < MRCNN_FPN_LEVELS; l++)
+    s->fpn[l] = (char *) s->fpn_slots[l] + (size_t) slot * s->fpn_h[l]
+        * s->fpn_w[l] * C * act;
 }
 
 /* ---- creation -------------------------------------------------------- */
@@ -532,8 +571,8 @@ init_conv (CudaState *s, CudaConv *conv, const MrcnnConv *src,
     const char *name, int in_channels, CudaConvEpilogue epilogue, Extent *e,
     size_t *largest, GError **error)
 {
-  if (!cuda_conv_init (s, conv, src, name, in_channels, epilogue, 1, e->h,
-          e->w, error))
+  if (!cuda_conv_init (s, conv, src, name, in_channels, epilogue,
+          s->max_batch, e->h, e->w, error))
     return FALSE;
   e->h = cuda_conv_out_size (e->h, conv);
   e->w = cuda_conv_out_size (e->w, conv);
@@ -632,8 +671,9 @@ cuda_backbone_create (CudaState *s, GError **error)
   if (!init_convs (s, &largest, stage_area, &p6_area, error))
     return FALSE;
 
-  size_t act = s->act_size, C = m->fpn_channels;
-  if (!cuda_alloc (&s->input, s->max_padded_area * s->input_channels * act,
+  /* every activation buffer holds max_batch frames */
+  size_t act = s->act_size * s->max_batch, C = m->fpn_channels;
+  if (!cuda_alloc (&s->inputs, s->max_padded_area * s->input_channels * act,
           "the network input", error))
     return FALSE;
   for (int i = 0; i < 4; i++)
@@ -648,8 +688,8 @@ cuda_backbone_create (CudaState *s, GError **error)
             * act, "the backbone's stage outputs", error))
       return FALSE;
   for (int l = 0; l < MRCNN_FPN_LEVELS; l++)
-    if (!cuda_alloc (&s->fpn[l], b->fpn_size[l] * act, "the FPN's levels",
-            error))
+    if (!cuda_alloc (&s->fpn_slots[l], b->fpn_size[l] * act,
+            "the FPN's levels", error))
       return FALSE;
 
   /* the CPU backend's lut (cpu_create), uint8 -> input value */
@@ -699,15 +739,19 @@ cuda_backbone_destroy (CudaState *s)
     cudaFree (b->stage_out[L]);
   }
   for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
-    cudaFree (s->fpn[l]);
+    cudaFree (s->fpn_slots[l]);
+    s->fpn_slots[l] = NULL;
     s->fpn[l] = NULL;
   }
-  cudaFree (s->input);
+  cudaFree (s->inputs);
+  s->inputs = NULL;
   s->input = NULL;
   cudaFree (b->lut);
-  if (b->image_host)
-    cudaFreeHost (b->image_host);
-  cudaFree (b->image_device);
+  for (int i = 0; i < MRCNN_MAX_BATCH; i++) {
+    if (b->image_host[i])
+      cudaFreeHost (b->image_host[i]);
+    cudaFree (b->image_device[i]);
+  }
   cudaFree (b->tap_i0);
   cudaFree (b->tap_i1);
   cudaFree (b->tap_lambda);

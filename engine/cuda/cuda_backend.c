@@ -140,6 +140,7 @@ cuda_create (const MrcnnModel *m, const MrcnnOptions *options,
   s->act_size = s->half ? 2 : 4;
   s->act_cudnn = s->half ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
   s->act_cuda = s->half ? CUDA_R_16F : CUDA_R_32F;
+  s->max_batch = CLAMP (options->max_batch, 1, MRCNN_MAX_BATCH);
   s->max_padded_area = mrcnn_geometry_max_padded_area (&m->config,
       &s->max_padded_h, &s->max_padded_w);
   s->max_proposals = m->config.rpn_post_nms_top_n;
@@ -261,21 +262,48 @@ cuda_destroy (gpointer state)
 }
 
 static gboolean
-stage_preprocess (gpointer state, const MrcnnImage *image,
+stage_preprocess_slot (gpointer state, int slot, const MrcnnImage *image,
     const MrcnnGeometry *geometry, GError **error)
 {
   CudaState *s = state;
-  s->geometry = *geometry;
   /* the current device is per host thread, and a pipeline's streaming
    * thread is not the one that created the engine */
   return cuda_check (cudaSetDevice (s->device), "selecting the CUDA device",
-      error) && cuda_preprocess (s, image, error);
+      error) && cuda_preprocess (s, slot, image, geometry, error);
+}
+
+static gboolean
+stage_preprocess (gpointer state, const MrcnnImage *image,
+    const MrcnnGeometry *geometry, GError **error)
+{
+  return stage_preprocess_slot (state, 0, image, geometry, error);
+}
+
+static gboolean
+stage_backbone_batch (gpointer state, int n, GError **error)
+{
+  return cuda_backbone_run (state, n, error);
 }
 
 static gboolean
 stage_backbone (gpointer state, GError **error)
 {
-  return cuda_backbone_run (state, error);
+  if (!cuda_backbone_run (state, 1, error))
+    return FALSE;
+  cuda_select_slot (state, 0);
+  return TRUE;
+}
+
+static void
+stage_select_slot (gpointer state, int slot)
+{
+  cuda_select_slot (state, slot);
+}
+
+static int
+cuda_batch_slots (gpointer state)
+{
+  return ((CudaState *) state)->max_batch;
 }
 
 static gboolean
@@ -438,6 +466,10 @@ const MrcnnBackend mrcnn_backend_cuda = {
   .detect = stage_detect,
   .masks = stage_masks,
   .paste = stage_paste,
+  .batch_slots = cuda_batch_slots,
+  .preprocess_slot = stage_preprocess_slot,
+  .backbone_batch = stage_backbone_batch,
+  .select_slot = stage_select_slot,
   .inspect = cuda_inspect,
   .synchronize = cuda_synchronize,
   .device_memory = cuda_device_memory,

@@ -1,10 +1,13 @@
 /* CUDA backend: activations NHWC in fp16 or fp32 (the engine's precision),
  * convolutions through cuDNN, fully connected layers through cuBLAS, our
- * own kernels for everything else.  One image at a time, everything on one
- * stream, from the upload of the 8-bit image to the download of the
- * results.  Counts that vary per image (proposals, detections) stay on the
- * device: the stages after them run on a fixed number of rows and read the
- * count, so no stage waits for the host.
+ * own kernels for everything else.  Everything on one stream, from the
+ * upload of the 8-bit image to the download of the results.  The backbone
+ * and FPN take up to max_batch frames of one input size at once (NHWC with
+ * N frames: one launch per layer), each preprocessed into its slot; the
+ * stages after them run one frame at a time, on the slot selected.  Counts
+ * that vary per image (proposals, detections) stay on the device: the
+ * stages after them run on a fixed number of rows and read the count, so
+ * no stage waits for the host.
  *
  * The stages share the buffers below (the "interface" of each stage, in the
  * same units and conventions as the CPU backend's, see cpu_backend.h);
@@ -36,7 +39,12 @@ typedef struct _CudaState CudaState;
 
 struct _CudaState {
   const MrcnnModel *model;
-  MrcnnGeometry geometry;   /* of the current image */
+  MrcnnGeometry geometry;   /* of the current image (the slot selected) */
+  /* frames the backbone takes at once (MrcnnOptions.max_batch, at least
+   * 1), each slot's geometry, and the slot selected */
+  int max_batch;
+  MrcnnGeometry slot_geometry[MRCNN_MAX_BATCH];
+  int slot;
   MrcnnThresholds thresholds; /* of the current image */
   int device;
   int sm_count;
@@ -74,12 +82,16 @@ struct _CudaState {
   int max_proposals;
 
   /* ---- interface buffers (device unless named _host) ---- */
-  /* preprocess -> backbone: [padded_h][padded_w][input_channels], act type;
-   * channels beyond 3 are zero (tensor-core friendly stem) */
+  /* preprocess -> backbone: [slot][padded_h][padded_w][input_channels],
+   * act type, slots as one NHWC tensor of the frames' common size;
+   * channels beyond 3 are zero (tensor-core friendly stem).  input: the
+   * slot selected. */
+  void *inputs;
   void *input;
   int input_channels;
   /* backbone -> proposals, heads: P2..P5 and the pooled P6,
-   * [h][w][fpn_channels], act type */
+   * [slot][h][w][fpn_channels], act type; fpn[]: the slot selected */
+  void *fpn_slots[MRCNN_FPN_LEVELS];
   void *fpn[MRCNN_FPN_LEVELS];
   int fpn_h[MRCNN_FPN_LEVELS], fpn_w[MRCNN_FPN_LEVELS];
   /* proposals -> heads: [max_proposals][4] float, torchvision (x1, y1, x2,
