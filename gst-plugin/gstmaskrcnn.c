@@ -422,6 +422,7 @@ load_settings_take (GstMaskRcnn *self, LoadSettings *s)
   s->batch_size = s->engine_id ? self->batch_size : 1;
   s->batch_timeout = s->engine_id ? self->batch_timeout : 0;
   s->options.lanes = s->engine_id ? self->lanes : 1;
+  s->options.max_batch = s->batch_size;
   s->serial = self->settings_serial;
   GST_OBJECT_UNLOCK (self);
 }
@@ -1794,9 +1795,13 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
           "waiting or running (a lone stream never waits), or at "
           "batch-timeout.  The CPU backend runs a batch's frames on its "
           "lanes (see lanes), each lane one frame after another; a frame's "
-          "results are the same in a batch as alone.  1: each frame runs as "
-          "it comes.  Without engine-id the element has one stream and runs "
-          "its frames one at a time", 1, 64,
+          "results are the same in a batch as alone.  The CUDA backend runs "
+          "the backbone of a batch's frames of one size at once, one launch "
+          "per layer (each frame of the batch size costs a backbone "
+          "workspace of GPU memory), and a frame's results are within "
+          "rounding of its results alone.  1: each frame runs as it comes.  "
+          "Without engine-id the element has one stream and runs its frames "
+          "one at a time", 1, MRCNN_MAX_BATCH,
           DEFAULT_BATCH_SIZE, rw | GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
       g_param_spec_uint64 ("batch-timeout", "Batch timeout",

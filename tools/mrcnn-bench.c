@@ -35,7 +35,8 @@ static const GOptionEntry entries[] = {
     "Time on this image file instead of a synthetic frame (its own size; "
     "not with --size)", "PATH" },
   { "batch", 'n', 0, G_OPTION_ARG_INT, &batch,
-    "Frames per call (default 1)", "N" },
+    "Frames per call (default 1); the CUDA backend runs the backbone of "
+    "up to 64 of them at once", "N" },
   { "lanes", 'l', 0, G_OPTION_ARG_INT, &lanes,
     "CPU backend: frames of a call run side by side, each lane on "
     "threads / N of the threads (default 1)", "N" },
@@ -131,6 +132,7 @@ main (int argc, char **argv)
   }
   options.time_stages = time_stages;
   options.lanes = lanes;
+  options.max_batch = MIN (batch, MRCNN_MAX_BATCH);
   if (worst_case) {
     options.score_threshold = 0;
     options.max_detections = 100;

@@ -17,6 +17,7 @@ static double score_threshold = -1, nms_threshold = -1;
 static int max_detections = -1;
 static char *dump_dir;
 static gboolean print_info;
+static int batch = 1;
 static char **images;
 
 static const GOptionEntry entries[] = {
@@ -35,6 +36,10 @@ static const GOptionEntry entries[] = {
   { "dump-dir", 0, 0, G_OPTION_ARG_FILENAME, &dump_dir,
     "Write intermediate tensors of the last image as .npy files (with "
     "several images, also each image's in DIR/0, DIR/1, ...)", "DIR" },
+  { "batch", 'b', 0, G_OPTION_ARG_INT, &batch,
+    "Run the images N at a time, each N one batch (the CUDA backend runs "
+    "the backbone of a batch's images of one size at once); the output is "
+    "that of one image at a time (default 1)", "N" },
   { "info", 0, 0, G_OPTION_ARG_NONE, &print_info,
     "Print the model's shape and constants as JSON and exit", NULL },
   { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &images, NULL,
@@ -160,7 +165,13 @@ main (int argc, char **argv)
   options.nms_threshold = (float) nms_threshold;
   options.max_detections = max_detections;
   options.dump_dir = dump_dir;
+  options.max_batch = batch;
 
+  if (batch < 1 || batch > MRCNN_MAX_BATCH)
+    return die ("--batch must be between 1 and 64");
+  if (batch > 1 && dump_dir)
+    return die ("--dump-dir writes one image's tensors at a time: not with "
+        "--batch");
   if (!model_path)
     return die ("no model given: pass --model PATH to a .safetensors or "
         ".h5 file");
@@ -189,33 +200,59 @@ main (int argc, char **argv)
     return rc;
   }
 
-  int rc = 0;
-  MrcnnResult result;
-  mrcnn_result_init (&result);
-  for (int i = 0; images[i] && rc == 0; i++) {
-    int w = 0, h = 0;
-    guint8 *rgb = rgb_file_load (images[i], &w, &h, &error);
-    MrcnnImage image = { rgb, w, h, 3 * w };
-    if (!rgb || !mrcnn_engine_detect (engine, &image, &result, &error)) {
-      char *message = rgb ? g_strdup_printf ("%s: %s", images[i],
-          error->message) : g_strdup (error->message);
-      rc = die (message);
-      g_free (message);
-      g_clear_error (&error);
-    } else {
-      char *json = result_json (images[i], &result);
+  int rc = 0, n_images = (int) g_strv_length (images);
+  MrcnnImage *frames = g_new0 (MrcnnImage, batch);
+  MrcnnResult *results = g_new (MrcnnResult, batch);
+  for (int i = 0; i < batch; i++)
+    mrcnn_result_init (&results[i]);
+  for (int first = 0; first < n_images && rc == 0; first += batch) {
+    /* the images of this call that load; a failure to load one ends the
+     * run after the images before it */
+    GError *load_error = NULL;
+    int loaded = 0, n = MIN (batch, n_images - first);
+    for (; loaded < n; loaded++) {
+      int w = 0, h = 0;
+      guint8 *rgb = rgb_file_load (images[first + loaded], &w, &h,
+          &load_error);
+      if (!rgb)
+        break;
+      frames[loaded] = (MrcnnImage) { rgb, w, h, 3 * w };
+    }
+    int done = loaded;
+    if (batch == 1 && loaded == 1)
+      done = mrcnn_engine_detect (engine, &frames[0], &results[0], &error);
+    else if (loaded > 0)
+      done = mrcnn_engine_detect_batch (engine, frames, NULL, loaded,
+          results, &error);
+    for (int i = 0; i < done && rc == 0; i++) {
+      const char *path = images[first + i];
+      char *json = result_json (path, &results[i]);
       printf ("%s\n", json);
       fflush (stdout);
       g_free (json);
       if (dump_dir && images[1]
-          && !keep_dump (i, images[i + 1] == NULL, &error)) {
+          && !keep_dump (first + i, images[first + i + 1] == NULL, &error)) {
         rc = die (error->message);
         g_clear_error (&error);
       }
     }
-    g_free (rgb);
+    if (rc == 0 && done < loaded) {
+      char *message = g_strdup_printf ("%s: %s", images[first + done],
+          error->message);
+      rc = die (message);
+      g_free (message);
+    } else if (rc == 0 && load_error) {
+      rc = die (load_error->message);
+    }
+    g_clear_error (&error);
+    g_clear_error (&load_error);
+    for (int i = 0; i < loaded; i++)
+      g_free ((guint8 *) frames[i].data);
   }
-  mrcnn_result_clear (&result);
+  for (int i = 0; i < batch; i++)
+    mrcnn_result_clear (&results[i]);
+  g_free (results);
+  g_free (frames);
   mrcnn_engine_free (engine);
   mrcnn_model_free (model);
   g_strfreev (images);

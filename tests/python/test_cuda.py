@@ -12,8 +12,10 @@ backend.  Models and images are those of the CPU parity tests: the narrow
 and R50 torchvision models, v1 and v2 (maskrcnn_resnet50_fpn_v2's
 layers), with calibrated random weights, and the narrow matterport model, so every image gives several detections.  Each backend
 runs a model's images in one mrcnn-detect process (the dumps of each in
-its own subdirectory); a run that fails is reported, and the other runs
-and comparisons still happen.
+its own subdirectory); CUDA then runs them twice over, four to a call
+(--batch 4: each size's frames share a batch, whose backbone runs at
+once), each frame held to the same limits as alone.  A run that fails is
+reported, and the other runs and comparisons still happen.
 
 Limits (CUDA against CPU):
                        fp32          fp16
@@ -37,7 +39,8 @@ by exactly 1 px where the CPU's unrounded value is within 1e-4 of a .5 tie
 is not compared.
 
 --sanitizer runs, instead, compute-sanitizer (memcheck with leak check,
-racecheck) over one detection of each variant and precision; --kernels
+racecheck) over one batch of two frames (the image twice, their backbone
+at once) of each variant and precision; --kernels
 FILE instruments only the kernels named there (one name a line, matched
 as a substring: the engine's own, so cuDNN's and cuBLAS's run as they
 are), --jobs N runs N of them at a time.
@@ -169,11 +172,11 @@ def cuda_unavailable(detect, model_path, image_path):
     return None
 
 
-def run_batch(checks, detect, name, model, images, backend, precision, dump=None):
-    """One mrcnn-detect process over images.  Returns each image's result
-    (None where the run did not get to it) and dump directory (dump, or
-    dump/INDEX for several images)."""
-    args = ["--model", model, "--backend", backend, "--precision", precision]
+def run_batch(checks, detect, name, model, images, backend, precision, dump=None, batch=1):
+    """One mrcnn-detect process over images, batch to a call.  Returns each
+    image's result (None where the run did not get to it) and dump
+    directory (dump, or dump/INDEX for several images)."""
+    args = ["--model", model, "--backend", backend, "--precision", precision, "--batch", str(batch)]
     dumps = [None] * len(images)
     if dump is not None:
         args += ["--dump-dir", dump]
@@ -361,6 +364,16 @@ def run_group(checks, detect, scratch, group):
             if references[i] is not None:
                 guarded(checks, label, compare_final, references[i], results[i], LIMITS[precision],
                         *group.cuts, unrounded[i])
+        # the images twice, four to a call: each size's frames share a
+        # batch, whose backbone runs at once; each frame's results must
+        # meet the same bar as alone
+        n = len(group.images)
+        results, _ = run_batch(checks, detect, f"{group.name} batched", group.model, group.images * 2,
+                               "cuda", precision, batch=4)
+        for i, path in enumerate(group.images * 2):
+            if results[i] is not None and references[i % n] is not None:
+                guarded(checks, f"{path.stem} {precision} batched", compare_final, references[i % n],
+                        results[i], LIMITS[precision], *group.cuts, unrounded[i % n])
 
 
 def torchvision_on_gpu(checks, detect, scratch, count):
@@ -400,8 +413,9 @@ def torchvision_on_gpu(checks, detect, scratch, count):
 
 
 def sanitizer_runs(checks, detect, image_path, models_by_variant, kernels, jobs):
-    """compute-sanitizer's memcheck and racecheck over one detection of each
-    variant and precision, jobs at a time: any report fails.  kernels: the
+    """compute-sanitizer's memcheck and racecheck over a batch of two frames
+    (the image twice) of each variant and precision, jobs at a time: any
+    report fails.  kernels: the
     names of the kernels to instrument (none: all)."""
     tool = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
     if not pathlib.Path(tool).exists():
@@ -419,7 +433,7 @@ def sanitizer_runs(checks, detect, image_path, models_by_variant, kernels, jobs)
         command = [tool, "--tool", check, "--error-exitcode", "3", "--leak-check",
                    "full" if check == "memcheck" else "no", "--target-processes", "all", *filters,
                    str(detect), "--model", str(model_path), "--backend", "cuda", "--precision",
-                   precision, str(image_path)]
+                   precision, "--batch", "2", str(image_path), str(image_path)]
         started = time.monotonic()
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=900)

@@ -293,6 +293,19 @@ def main():
                      and not differing and all(len(d) >= 1 for d in alone.values()),
                      f"{len(together)} results, {sum(len(d) for d in alone.values())} detections alone, "
                      f"differing: {differing or 'none'}")
+        # the same frames three to a call (mrcnn_engine_detect_batch): the
+        # same output; an image that does not load ends the run after the
+        # images before it, in its batch too
+        batched = harness.detect_json(detect, ["--batch", "3", "--model", current, *order])
+        checks.check("--batch 3: the output of one frame at a time", batched == together,
+                     f"{len(batched)} results, identical: {batched == together}")
+        missing = scratch / "missing.png"
+        broken = harness.run_detect(detect, ["--batch", "3", "--model", current, paths[0], paths[1],
+                                             missing, paths[2]])
+        printed = [json.loads(line) for line in broken.stdout.splitlines() if line.strip()]
+        checks.check("--batch 3 with a missing third image: the two before it, then its error",
+                     broken.returncode == 1 and printed == together[:2] and str(missing) in broken.stderr,
+                     f"exit {broken.returncode}, {len(printed)} results, {broken.stderr.strip()}")
 
         # Half-precision files: converted on load, so they must match an F32
         # file holding the same rounded values.
