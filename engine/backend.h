@@ -60,7 +60,8 @@ typedef struct {
    * batch_slots: how many one batch holds (as created, from
    * MrcnnOptions.max_batch); preprocess_slot: preprocess into a slot;
    * backbone_batch: the backbone of slots 0..n-1, frames of one padded
-   * size, one launch per layer; select_slot: the frame the stages after
+   * size, one launch per layer (and any later layers the backend runs
+   * with it, the CUDA backend's RPN head); select_slot: the frame the stages after
    * the backbone (proposals .. paste, inspect) run on next.  preprocess
    * and backbone are slot 0's. */
   int (*batch_slots) (gpointer state);

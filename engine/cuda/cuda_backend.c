@@ -279,18 +279,26 @@ stage_preprocess (gpointer state, const MrcnnImage *image,
   return stage_preprocess_slot (state, 0, image, geometry, error);
 }
 
+/* A batch's RPN head runs with its backbone, so that its convolutions too
+ * take every frame in one launch. */
 static gboolean
 stage_backbone_batch (gpointer state, int n, GError **error)
 {
-  return cuda_backbone_run (state, n, error);
+  CudaState *s = state;
+  s->rpn_head_frames = 0;
+  return cuda_backbone_run (s, n, error) && cuda_rpn_head_run (s, n, error);
 }
 
+/* A lone frame's head runs in the proposals stage, as the stage times
+ * (MrcnnOptions.time_stages) count it. */
 static gboolean
 stage_backbone (gpointer state, GError **error)
 {
-  if (!cuda_backbone_run (state, 1, error))
+  CudaState *s = state;
+  s->rpn_head_frames = 0;
+  if (!cuda_backbone_run (s, 1, error))
     return FALSE;
-  cuda_select_slot (state, 0);
+  cuda_select_slot (s, 0);
   return TRUE;
 }
 

@@ -1,10 +1,11 @@
 /* CUDA backend: activations NHWC in fp16 or fp32 (the engine's precision),
  * convolutions through cuDNN, fully connected layers through cuBLAS, our
  * own kernels for everything else.  Everything on one stream, from the
- * upload of the 8-bit image to the download of the results.  The backbone
- * and FPN take up to max_batch frames of one input size at once (NHWC with
- * N frames: one launch per layer), each preprocessed into its slot; the
- * stages after them run one frame at a time, on the slot selected.  Counts
+ * upload of the 8-bit image to the download of the results.  The backbone,
+ * FPN and RPN head take up to max_batch frames of one input size at once
+ * (NHWC with N frames: one launch per layer), each preprocessed into its
+ * slot; the stages after them run one frame at a time, on the slot
+ * selected.  Counts
  * that vary per image (proposals, detections) stay on the device: the
  * stages after them run on a fixed number of rows and read the count, so
  * no stage waits for the host.
@@ -45,6 +46,9 @@ struct _CudaState {
   int max_batch;
   MrcnnGeometry slot_geometry[MRCNN_MAX_BATCH];
   int slot;
+  /* frames whose RPN head outputs are current: the last batch's (its
+   * backbone runs their heads too), 0 after a lone frame's backbone */
+  int rpn_head_frames;
   MrcnnThresholds thresholds; /* of the current image */
   int device;
   int sm_count;

@@ -580,14 +580,15 @@ cuda_proposals_create (CudaState *s, GError **error)
     return FALSE;
   }
   p->max_anchors = (int) (cells * A);
-  /* every level's outputs, each rounded up to the alignment */
+  /* every level's outputs for max_batch frames, each level's rounded up
+   * to the alignment */
   p->logits_size = p->deltas_size = 0;
   for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
     size_t g = grid_side (side, level_strides[l]);
     p->logits_size = level_end (s, p->logits_size,
-        g * g * m->rpn_cls.out_channels);
+        s->max_batch * g * g * m->rpn_cls.out_channels);
     p->deltas_size = level_end (s, p->deltas_size,
-        g * g * m->rpn_bbox.out_channels);
+        s->max_batch * g * g * m->rpn_bbox.out_channels);
   }
 
   int pre = MAX (c->rpn_pre_nms_top_n, 0);
@@ -611,17 +612,20 @@ cuda_proposals_create (CudaState *s, GError **error)
   for (int j = 0; j < m->n_rpn_convs; j++) {
     char *name = g_strdup_printf ("the RPN head's conv %d", j + 1);
     gboolean ok = cuda_conv_init (s, &p->convs[j], &m->rpn_convs[j], name,
-        m->rpn_convs[j].in_channels, CUDA_CONV_BIAS_RELU, 1, top, top, error);
+        m->rpn_convs[j].in_channels, CUDA_CONV_BIAS_RELU, s->max_batch, top,
+        top, error);
     g_free (name);
     if (!ok)
       return FALSE;
-    hidden_size = MAX (hidden_size, (size_t) top * top
+    hidden_size = MAX (hidden_size, (size_t) s->max_batch * top * top
         * m->rpn_convs[j].out_channels * s->act_size);
   }
   if (!cuda_conv_init (s, &p->cls, &m->rpn_cls, "the RPN objectness",
-          m->rpn_cls.in_channels, CUDA_CONV_BIAS, 1, top, top, error)
+          m->rpn_cls.in_channels, CUDA_CONV_BIAS, s->max_batch, top, top,
+          error)
       || !cuda_conv_init (s, &p->bbox, &m->rpn_bbox, "the RPN box deltas",
-          m->rpn_bbox.in_channels, CUDA_CONV_BIAS, 1, top, top, error))
+          m->rpn_bbox.in_channels, CUDA_CONV_BIAS, s->max_batch, top, top,
+          error))
     return FALSE;
 
   if (!cuda_alloc (&p->hidden[0], hidden_size, "the RPN head's activations",
@@ -718,23 +722,26 @@ cuda_proposals_destroy (CudaState *s)
   s->n_proposals = NULL;
 }
 
-/* The anchors of this image's levels, level-major; FALSE when they do not
- * fit the workspace. */
+/* The anchors of the levels of the frame in `slot`, level-major, and where
+ * its head outputs lie (each level's region holds max_batch frames, one
+ * after another); FALSE when they do not fit the workspace. */
 static gboolean
-plan_levels (CudaState *s, Levels *lv, GError **error)
+plan_levels (CudaState *s, int slot, Levels *lv, GError **error)
 {
-  const MrcnnGeometry *g = &s->geometry;
+  const MrcnnGeometry *g = &s->slot_geometry[slot];
   const CudaProposals *p = &s->rpn;
   int A = s->model->num_anchors, pre = s->model->config.rpn_pre_nms_top_n;
   size_t n = 0, cls_end = 0, bbox_end = 0;
   for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
     int h = s->fpn_h[l], w = s->fpn_w[l];
     size_t count = (size_t) h * w * A;
+    size_t cls_frame = (size_t) h * w * p->cls.out_channels;
+    size_t bbox_frame = (size_t) h * w * p->bbox.out_channels;
     lv->start[l] = (int) MIN (n, (size_t) INT_MAX);
-    lv->cls_offset[l] = cls_end;
-    lv->bbox_offset[l] = bbox_end;
-    cls_end = level_end (s, cls_end, (size_t) h * w * p->cls.out_channels);
-    bbox_end = level_end (s, bbox_end, (size_t) h * w * p->bbox.out_channels);
+    lv->cls_offset[l] = cls_end + slot * cls_frame;
+    lv->bbox_offset[l] = bbox_end + slot * bbox_frame;
+    cls_end = level_end (s, cls_end, s->max_batch * cls_frame);
+    bbox_end = level_end (s, bbox_end, s->max_batch * bbox_frame);
     lv->grid_w[l] = w;
     /* torchvision's strides: integer division of the padded size */
     lv->stride_x[l] = g->padded_width / w;
@@ -764,29 +771,31 @@ plan_levels (CudaState *s, Levels *lv, GError **error)
   return TRUE;
 }
 
-/* The head on every level into its part of p->logits and p->deltas, in
- * the CPU's anchor order: NHWC rows are (y * W + x) * A + a. */
-static gboolean
-run_head (CudaState *s, const Levels *lv, GError **error)
+gboolean
+cuda_rpn_head_run (CudaState *s, int n, GError **error)
 {
   CudaProposals *p = &s->rpn;
+  Levels lv;
+  if (!plan_levels (s, 0, &lv, error))
+    return FALSE;
   for (int l = 0; l < MRCNN_FPN_LEVELS; l++) {
     int h = s->fpn_h[l], w = s->fpn_w[l];
-    void *logits = (char *) p->logits + lv->cls_offset[l] * s->act_size;
-    void *deltas = (char *) p->deltas + lv->bbox_offset[l] * s->act_size;
-    const void *hidden = s->fpn[l];
+    void *logits = (char *) p->logits + lv.cls_offset[l] * s->act_size;
+    void *deltas = (char *) p->deltas + lv.bbox_offset[l] * s->act_size;
+    const void *hidden = s->fpn_slots[l];
     for (int j = 0; j < p->n_convs; j++) {
       void *out = p->hidden[j % 2];
-      if (!cuda_conv_forward (s, &p->convs[j], hidden, 1, h, w, out, NULL,
+      if (!cuda_conv_forward (s, &p->convs[j], hidden, n, h, w, out, NULL,
               error))
         return FALSE;
       hidden = out;
     }
-    if (!cuda_conv_forward (s, &p->cls, hidden, 1, h, w, logits, NULL, error)
-        || !cuda_conv_forward (s, &p->bbox, hidden, 1, h, w, deltas, NULL,
+    if (!cuda_conv_forward (s, &p->cls, hidden, n, h, w, logits, NULL, error)
+        || !cuda_conv_forward (s, &p->bbox, hidden, n, h, w, deltas, NULL,
             error))
       return FALSE;
   }
+  s->rpn_head_frames = n;
   return TRUE;
 }
 
@@ -909,15 +918,21 @@ cuda_proposals_run (CudaState *s, GError **error)
   gboolean matterport =
       s->model->config.variant == MRCNN_VARIANT_MATTERPORT;
   Levels lv;
-  if (!plan_levels (s, &lv, error))
+  /* a lone frame's head runs here; a batch's ran with its backbone */
+  if (s->rpn_head_frames == 0 && !cuda_rpn_head_run (s, 1, error))
+    return FALSE;
+  if (s->slot >= s->rpn_head_frames) {
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_BACKEND,
+        "the RPN head has not run on frame %d of the batch", s->slot);
+    return FALSE;
+  }
+  if (!plan_levels (s, s->slot, &lv, error))
     return FALSE;
   /* anchors depend only on the padded size: square mode makes them once */
   if (matterport && (p->anchors_h != g->padded_height
           || p->anchors_w != g->padded_width)
       && !make_matterport_anchors (s, g->padded_height, g->padded_width,
           error))
-    return FALSE;
-  if (!run_head (s, &lv, error))
     return FALSE;
   if (matterport)
     return s->half ? run_matterport<__half> (s, &lv, error)

@@ -9,11 +9,12 @@ typedef struct {
   int n_convs;
   CudaConv convs[MRCNN_MAX_RPN_CONVS];
   CudaConv cls, bbox;
-  void *hidden[2];          /* [h][w][conv channels] of P2, act type: the
-                               convs' outputs in turn */
-  /* each level's cls and bbox outputs, [anchor][cls channels / A] and
-   * [anchor][4] in the act type, levels one after the other, each
-   * starting aligned; sizes in values */
+  void *hidden[2];          /* [frame][h][w][conv channels] of P2 of
+                               max_batch frames, act type: the convs'
+                               outputs in turn */
+  /* each level's cls and bbox outputs for max_batch frames, [frame]
+   * [anchor][cls channels / A] and [frame][anchor][4] in the act type,
+   * levels one after the other, each starting aligned; sizes in values */
   void *logits, *deltas;
   size_t logits_size, deltas_size;
   int max_anchors;          /* anchors of the largest padded input */
@@ -49,7 +50,12 @@ typedef struct {
  * s->n_proposals. */
 gboolean cuda_proposals_create (CudaState *s, GError **error);
 void cuda_proposals_destroy (CudaState *s);
-/* s->proposals and *s->n_proposals from s->fpn[]. */
+/* The head on every level of frames 0..n-1 (s->fpn_slots[]): one launch
+ * per layer and level; sets s->rpn_head_frames to n. */
+gboolean cuda_rpn_head_run (CudaState *s, int n, GError **error);
+/* s->proposals and *s->n_proposals of the frame in s->slot, from its head
+ * outputs (after cuda_rpn_head_run on its batch; for a lone frame,
+ * s->rpn_head_frames 0, the head runs here first). */
 gboolean cuda_proposals_run (CudaState *s, GError **error);
 
 #endif
