@@ -93,6 +93,12 @@ extern const MrcnnBackend mrcnn_backend_cuda;
 gboolean mrcnn_cuda_device_usable (int device_id, GError **error);
 #endif
 
+/* mrcnn_engine_new on the given backend (mrcnn_engine_new picks it from
+ * the options): for tests with a backend of their own. */
+MrcnnEngine *mrcnn_engine_new_with_backend (const MrcnnModel *model,
+    const MrcnnOptions *options, const MrcnnBackend *backend,
+    GError **error);
+
 /* Makes room in a result for n detections whose masks hold mask_pixels
  * pixels in all; grows only, so steady-state frames do not allocate. */
 void mrcnn_result_reserve (MrcnnResult *result, int n, size_t mask_pixels);

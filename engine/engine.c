@@ -221,7 +221,13 @@ mrcnn_engine_new (const MrcnnModel *model, const MrcnnOptions *options,
         "fp16 precision needs the CUDA backend; the CPU backend runs fp32");
     return NULL;
   }
+  return mrcnn_engine_new_with_backend (model, options, backend, error);
+}
 
+MrcnnEngine *
+mrcnn_engine_new_with_backend (const MrcnnModel *model,
+    const MrcnnOptions *options, const MrcnnBackend *backend, GError **error)
+{
   if (options->lanes < 0 || options->lanes > MRCNN_MAX_LANES) {
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT,
         "lanes must be between 1 and %d (0: 1), not %d", MRCNN_MAX_LANES,
@@ -244,10 +250,16 @@ mrcnn_engine_new (const MrcnnModel *model, const MrcnnOptions *options,
   e->time_stages = options->time_stages;
   int lanes = backend->create_lane ? MAX (options->lanes, 1) : 1;
   e->lanes = g_new0 (MrcnnLane, lanes);
+  /* the dumps and stage times are of one frame at a time: no room for a
+   * batch */
+  MrcnnOptions backend_options = *options;
+  if (e->dump_dir || e->time_stages)
+    backend_options.max_batch = 1;
   if (!mrcnn_engine_set_thresholds (e, options->score_threshold,
           options->nms_threshold, options->max_detections,
           options->mask_threshold, error)
-      || !(e->lanes[0].state = backend->create (model, options, error))) {
+      || !(e->lanes[0].state = backend->create (model, &backend_options,
+              error))) {
     mrcnn_engine_free (e);
     return NULL;
   }
@@ -262,9 +274,11 @@ mrcnn_engine_new (const MrcnnModel *model, const MrcnnOptions *options,
   }
   for (int i = 0; i < e->n_lanes; i++)
     e->lanes[i].threads = -1;
-  /* the dumps and stage times are of one frame at a time */
-  e->batch_slots = backend->backbone_batch && !e->dump_dir && !e->time_stages
-      ? backend->batch_slots (e->lanes[0].state) : 1;
+  g_assert (!backend->backbone_batch || (backend->batch_slots
+          && backend->preprocess_slot && backend->select_slot));
+  e->batch_slots = backend->backbone_batch
+      ? CLAMP (backend->batch_slots (e->lanes[0].state), 1, MRCNN_MAX_BATCH)
+      : 1;
   e->free_lanes = g_new (MrcnnLane *, e->n_lanes);
   for (e->n_free = 0; e->n_free < e->n_lanes; e->n_free++)
     e->free_lanes[e->n_free] = &e->lanes[e->n_free];
@@ -517,6 +531,15 @@ mrcnn_engine_detect (MrcnnEngine *e, const MrcnnImage *image,
   return ok;
 }
 
+/* Frame i of the batch's CPU threads. */
+static int
+frame_threads (MrcnnEngine *e, const MrcnnBatchRun *b, int i)
+{
+  if (b->settings && b->settings[i].threads >= 0)
+    return b->settings[i].threads;
+  return g_atomic_int_get (&e->threads);
+}
+
 /* Frame i of the batch's thresholds (its class filter copied into the
  * lane's buffer) and threads. */
 static gboolean
@@ -525,7 +548,7 @@ frame_settings (MrcnnEngine *e, MrcnnLane *lane, int i,
 {
   const MrcnnBatchRun *b = lane->run;
   *frame = e->thresholds;
-  *threads = g_atomic_int_get (&e->threads);
+  *threads = frame_threads (e, b, i);
   if (!b->settings)
     return TRUE;
   const MrcnnFrameSettings *f = &b->settings[i];
@@ -534,8 +557,6 @@ frame_settings (MrcnnEngine *e, MrcnnLane *lane, int i,
           error))
     return FALSE;
   frame->keep_class = class_filter (e, f->keep_class, &lane->keep_class);
-  if (f->threads >= 0)
-    *threads = f->threads;
   return TRUE;
 }
 
@@ -583,7 +604,7 @@ lane_run (MrcnnEngine *e, MrcnnLane *lane)
   }
 }
 
-/* The stages after the backbone of the frame in the lane's backbone slot
+/* The stages after the backbone of frame i, in the lane's backbone slot
  * `slot`. */
 static gboolean
 detect_slot (MrcnnEngine *e, MrcnnLane *lane, int slot, int i,
@@ -595,8 +616,10 @@ detect_slot (MrcnnEngine *e, MrcnnLane *lane, int slot, int i,
   int threads;
   result_start (result, &lane->run->images[i]);
   be->select_slot (lane->state, slot);
-  if (!frame_settings (e, lane, i, &frame, &threads, error)
-      || !be->proposals (lane->state, error)
+  if (!frame_settings (e, lane, i, &frame, &threads, error))
+    return FALSE;
+  lane_use_threads (e, lane, threads);
+  if (!be->proposals (lane->state, error)
       || !be->detect (lane->state, &frame, error)
       || !be->masks (lane->state, error)
       || !be->paste (lane->state, &frame, result, error))
@@ -635,6 +658,9 @@ lane_run_grouped (MrcnnEngine *e, MrcnnLane *lane)
               b->failed, e->batch_slots, group)) > 0) {
     GError *error = NULL;
     int ready = 0;
+    /* one launch for the group: its first frame's CPU threads (a backend
+     * that batches computes on its device) */
+    lane_use_threads (e, lane, frame_threads (e, b, group[0]));
     while (ready < k && be->preprocess_slot (lane->state, ready,
             &b->images[group[ready]], &lane->geometry[group[ready]], &error))
       ready++;

@@ -5,7 +5,8 @@
  * to its settings, run one after another or on lanes side by side, also
  * when several threads call the engine at once; a frame that fails stops
  * the batch there with an error naming it, and the frames before it keep
- * their results. */
+ * their results.  The same through a backend whose backbone takes several
+ * frames at once, made here of CPU backend states. */
 #include <gdk-pixbuf/gdk-pixbuf.h>
 #include <string.h>
 #ifdef __linux__
@@ -14,6 +15,7 @@
 #include <unistd.h>
 #endif
 
+#include "backend.h"
 #include "mrcnn.h"
 
 static MrcnnModel *model;
@@ -360,6 +362,244 @@ test_lanes_take_callers_priority (void)
 }
 #endif
 
+/* A backend whose backbone takes several frames (as the CUDA backend's):
+ * one CPU backend state per slot, the weights shared, each slot's frame
+ * kept in its own state until the next batch; its batched backbone calls
+ * are logged in backbone_calls ("b<n> " each), so that the engine's
+ * grouping of a batch (lane_run_grouped) runs, and is checked, on the
+ * CPU. */
+#define SLOTS 3
+
+typedef struct {
+  gpointer slot[SLOTS];
+  int selected;
+} SlottedState;
+
+static const MrcnnBackend *cpu = &mrcnn_backend_cpu;
+static GString *backbone_calls;
+
+static void
+slotted_destroy (gpointer state)
+{
+  SlottedState *s = state;
+  for (int i = SLOTS - 1; i >= 0; i--)
+    if (s->slot[i])
+      cpu->destroy (s->slot[i]);
+  g_free (s);
+}
+
+static gpointer
+slotted_create (const MrcnnModel *m, const MrcnnOptions *options,
+    GError **error)
+{
+  SlottedState *s = g_new0 (SlottedState, 1);
+  s->slot[0] = cpu->create (m, options, error);
+  for (int i = 1; s->slot[i - 1] && i < SLOTS; i++)
+    s->slot[i] = cpu->create_lane (s->slot[0], error);
+  if (!s->slot[SLOTS - 1]) {
+    slotted_destroy (s);
+    return NULL;
+  }
+  return s;
+}
+
+static gpointer
+selected (gpointer state)
+{
+  SlottedState *s = state;
+  return s->slot[s->selected];
+}
+
+static int
+slotted_batch_slots (gpointer state)
+{
+  (void) state;
+  return SLOTS;
+}
+
+static gboolean
+slotted_preprocess_slot (gpointer state, int slot, const MrcnnImage *image,
+    const MrcnnGeometry *geometry, GError **error)
+{
+  SlottedState *s = state;
+  g_assert_cmpint (slot, <, SLOTS);
+  return cpu->preprocess (s->slot[slot], image, geometry, error);
+}
+
+static gboolean
+slotted_backbone_batch (gpointer state, int n, GError **error)
+{
+  SlottedState *s = state;
+  g_assert_cmpint (n, >=, 1);
+  g_assert_cmpint (n, <=, SLOTS);
+  g_string_append_printf (backbone_calls, "b%d ", n);
+  for (int i = 0; i < n; i++)
+    if (!cpu->backbone (s->slot[i], error))
+      return FALSE;
+  return TRUE;
+}
+
+static void
+slotted_select_slot (gpointer state, int slot)
+{
+  ((SlottedState *) state)->selected = slot;
+}
+
+static gboolean
+slotted_preprocess (gpointer state, const MrcnnImage *image,
+    const MrcnnGeometry *geometry, GError **error)
+{
+  slotted_select_slot (state, 0);
+  return slotted_preprocess_slot (state, 0, image, geometry, error);
+}
+
+static gboolean
+slotted_backbone (gpointer state, GError **error)
+{
+  return cpu->backbone (selected (state), error);
+}
+
+static gboolean
+slotted_proposals (gpointer state, GError **error)
+{
+  return cpu->proposals (selected (state), error);
+}
+
+static gboolean
+slotted_detect (gpointer state, const MrcnnThresholds *thresholds,
+    GError **error)
+{
+  return cpu->detect (selected (state), thresholds, error);
+}
+
+static gboolean
+slotted_masks (gpointer state, GError **error)
+{
+  return cpu->masks (selected (state), error);
+}
+
+static gboolean
+slotted_paste (gpointer state, const MrcnnThresholds *thresholds,
+    MrcnnResult *result, GError **error)
+{
+  return cpu->paste (selected (state), thresholds, result, error);
+}
+
+static gboolean
+slotted_inspect (gpointer state, const char *name, MrcnnHostTensor *out)
+{
+  return cpu->inspect (selected (state), name, out);
+}
+
+static void
+slotted_set_threads (gpointer state, int threads, int lanes)
+{
+  SlottedState *s = state;
+  for (int i = 0; i < SLOTS; i++)
+    cpu->set_threads (s->slot[i], threads, lanes);
+}
+
+static const MrcnnBackend slotted_backend = {
+  .name = "slotted",
+  .create = slotted_create,
+  .destroy = slotted_destroy,
+  .preprocess = slotted_preprocess,
+  .backbone = slotted_backbone,
+  .proposals = slotted_proposals,
+  .detect = slotted_detect,
+  .masks = slotted_masks,
+  .paste = slotted_paste,
+  .batch_slots = slotted_batch_slots,
+  .preprocess_slot = slotted_preprocess_slot,
+  .backbone_batch = slotted_backbone_batch,
+  .select_slot = slotted_select_slot,
+  .inspect = slotted_inspect,
+  .set_threads = slotted_set_threads,
+};
+
+/* Frames of two network input sizes interleaved, with their own settings,
+ * run in groups of one size (the first frame not yet run and the next of its size, up
+ * to three): each frame's results bit for bit those it gives alone; a
+ * lone frame takes the one-frame path; then a frame that fails: the
+ * frames before it have theirs, of both sizes. */
+static void
+test_grouped_frames_as_alone (void)
+{
+  int n_classes = mrcnn_model_num_classes (model);
+  gboolean *only_first = g_new0 (gboolean, n_classes);
+  only_first[1] = TRUE;
+  /* two network input sizes (a 3/4 frame would resize to the same as the
+   * whole), each also shifted, so that no two frames of a group are the
+   * same image */
+  const MrcnnImage large = { pixels, width, height, stride };
+  const MrcnnImage large_shifted = { pixels + (gsize) stride * 16 + 3 * 16,
+    width - 16, height - 16, stride };
+  const MrcnnImage small = { pixels, width, height / 2, stride };
+  const MrcnnImage small_shifted = { pixels + (gsize) stride * (height / 4),
+    width, height / 2, stride };
+  const MrcnnImage bad = { pixels, width, height, width };
+  MrcnnImage images[6] = { large, small, large_shifted, large, small_shifted,
+    large_shifted };
+  MrcnnFrameSettings settings[6];
+  for (int i = 0; i < 6; i++)
+    mrcnn_frame_settings_init (&settings[i]);
+  settings[2].score_threshold = 0.1f;
+  settings[2].max_detections = 3;
+  settings[4].keep_class = only_first;
+
+  MrcnnResult results[6], alone;
+  for (int i = 0; i < 6; i++)
+    mrcnn_result_init (&results[i]);
+  mrcnn_result_init (&alone);
+  MrcnnOptions options;
+  mrcnn_options_init (&options);
+  options.threads = 2;
+  GError *error = NULL;
+  MrcnnEngine *engine = mrcnn_engine_new_with_backend (model, &options,
+      &slotted_backend, &error);
+  g_assert_no_error (error);
+  backbone_calls = g_string_new (NULL);
+  g_assert_cmpint (mrcnn_engine_detect_batch (engine, images, settings, 6,
+          results, &error), ==, 6);
+  g_assert_no_error (error);
+  /* frames 0 2 3, then 1 4, then 5 */
+  g_assert_cmpstr (backbone_calls->str, ==, "b3 b2 b1 ");
+  for (int i = 0; i < 6; i++) {
+    detect_alone (&images[i], &settings[i], 2, &alone);
+    assert_same (&results[i], &alone);
+  }
+  g_assert_cmpint (results[0].n_detections, >, 10);
+  g_assert_cmpint (results[2].n_detections, ==, 3);
+  g_assert_cmpint (results[4].n_detections, <, results[1].n_detections);
+  g_assert_true (mrcnn_engine_detect (engine, &small, &results[5], &error));
+  assert_same (&results[5], &results[1]);
+  g_assert_cmpstr (backbone_calls->str, ==, "b3 b2 b1 ");
+
+  /* frame 3 fails: frames 0-2 (both sizes) keep their results */
+  MrcnnImage failing[5] = { large, small, large_shifted, bad, small };
+  for (int i = 0; i < 6; i++)
+    results[i].n_detections = -1;
+  g_string_truncate (backbone_calls, 0);
+  g_assert_cmpint (mrcnn_engine_detect_batch (engine, failing, NULL, 5,
+          results, &error), ==, 3);
+  g_assert_cmpstr (backbone_calls->str, ==, "b2 b1 ");
+  g_assert_error (error, MRCNN_ERROR, MRCNN_ERROR_INVALID_ARGUMENT);
+  g_assert_true (g_str_has_prefix (error->message, "frame 3 of 5: "));
+  g_clear_error (&error);
+  for (int i = 0; i < 3; i++) {
+    detect_alone (&failing[i], &settings[0], 2, &alone);
+    assert_same (&results[i], &alone);
+  }
+  g_assert_cmpint (results[4].n_detections, ==, -1);
+  g_string_free (backbone_calls, TRUE);
+  backbone_calls = NULL;
+  mrcnn_engine_free (engine);
+  for (int i = 0; i < 6; i++)
+    mrcnn_result_clear (&results[i]);
+  mrcnn_result_clear (&alone);
+  g_free (only_first);
+}
+
 static void
 test_options_out_of_range (void)
 {
@@ -413,6 +653,8 @@ main (int argc, char **argv)
     g_free (path);
   }
   g_test_add_func ("/batch/options-out-of-range", test_options_out_of_range);
+  g_test_add_func ("/batch/grouped/frames-as-alone",
+      test_grouped_frames_as_alone);
   g_test_add_func ("/batch/lanes-2/callers-side-by-side",
       test_callers_side_by_side);
   g_test_add_func ("/batch/lanes-1/frames-own-threads",

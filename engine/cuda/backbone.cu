@@ -543,6 +543,7 @@ cuda_backbone_run (CudaState *s, int n, GError **error)
 void
 cuda_select_slot (CudaState *s, int slot)
 {
+  g_assert (slot >= 0 && slot < s->max_batch);
   const MrcnnGeometry *g = &s->slot_geometry[slot];
   size_t act = s->act_size, C = s->model->fpn_channels;
   s->slot = slot;
@@ -670,6 +671,11 @@ cuda_backbone_create (CudaState *s, GError **error)
   size_t largest, stage_area[4], p6_area = 0;
   if (!init_convs (s, &largest, stage_area, &p6_area, error))
     return FALSE;
+  /* the buffer the batch's largest layers were tried on goes before the
+   * activations take their room (the heads' trials grow a smaller one) */
+  cudaFree (s->conv_trial);
+  s->conv_trial = NULL;
+  s->conv_trial_size = 0;
 
   /* every activation buffer holds max_batch frames */
   size_t act = s->act_size * s->max_batch, C = m->fpn_channels;

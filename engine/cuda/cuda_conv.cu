@@ -15,6 +15,7 @@
 #include "cuda_backend.h"
 #include "cuda_act.cuh"
 
+#include <limits.h>
 #include <string.h>
 
 /* The most workspace one convolution's algorithm may ask for: the
@@ -180,11 +181,24 @@ try_run (CudaState *s, CudaConv *conv, const char *name, gboolean fused,
   return ok;
 }
 
-/* The first of the heuristics' algorithms, best first, that supports inputs
- * of max_h x max_w and of max_w x max_h (either orientation of an image)
- * within CONV_MAX_WORKSPACE and runs on them; grows s->conv_workspace to
- * the need of each one tried (one refused leaves it so grown: rare, and
- * within CONV_MAX_WORKSPACE). */
+/* try_run on max_n images and, where max_n > 1, on one: a batch and a
+ * lone frame (mrcnn_engine_detect) run the layer with the same algorithm
+ * and epilogue. */
+static gboolean
+try_batch_and_one (CudaState *s, CudaConv *conv, const char *name,
+    gboolean fused, int max_n, int h, int w, cudnnStatus_t *refusal,
+    GError **error)
+{
+  return try_run (s, conv, name, fused, max_n, h, w, refusal, error)
+      && (max_n == 1 || *refusal != CUDNN_STATUS_SUCCESS
+      || try_run (s, conv, name, fused, 1, h, w, refusal, error));
+}
+
+/* The first of the heuristics' algorithms, best first, that supports
+ * batches of max_n and of one input of max_h x max_w and of max_w x max_h
+ * (either orientation of an image) within CONV_MAX_WORKSPACE and runs on
+ * them; grows s->conv_workspace to the need of each one tried (one refused
+ * leaves it so grown: rare, and within CONV_MAX_WORKSPACE). */
 static gboolean
 choose_algorithm (CudaState *s, CudaConv *conv, const char *name,
     int max_n, int max_h, int max_w, GError **error)
@@ -204,7 +218,7 @@ choose_algorithm (CudaState *s, CudaConv *conv, const char *name,
   gboolean found = FALSE;
   cudnnStatus_t refusal = CUDNN_STATUS_SUCCESS;
   for (int i = 0; ok && !found && i < returned; i++) {
-    size_t a = 0, b = 0;
+    size_t a = 0, b = 0, c = 0, d = 0;
     if (perf[i].status != CUDNN_STATUS_SUCCESS)
       continue;
     /* fp32 stays fp32: no tensor-core (TF32) kernel even if one is offered */
@@ -222,22 +236,24 @@ choose_algorithm (CudaState *s, CudaConv *conv, const char *name,
     }
     if (!workspace_for (s, conv, perf[i].algo, max_n, max_h, max_w, &a)
         || !workspace_for (s, conv, perf[i].algo, max_n, max_w, max_h, &b)
-        || MAX (a, b) > CONV_MAX_WORKSPACE)
+        || !workspace_for (s, conv, perf[i].algo, 1, max_h, max_w, &c)
+        || !workspace_for (s, conv, perf[i].algo, 1, max_w, max_h, &d)
+        || MAX (MAX (a, b), MAX (c, d)) > CONV_MAX_WORKSPACE)
       continue;
     conv->algo = perf[i].algo;
-    ok = grow (&s->conv_workspace, &s->conv_workspace_size, MAX (a, b),
-        "the convolution workspace", error)
-        && try_run (s, conv, name, FALSE, max_n, max_h, max_w, &refusal,
-        error);
+    ok = grow (&s->conv_workspace, &s->conv_workspace_size,
+        MAX (MAX (a, b), MAX (c, d)), "the convolution workspace", error)
+        && try_batch_and_one (s, conv, name, FALSE, max_n, max_h, max_w,
+        &refusal, error);
     found = ok && refusal == CUDNN_STATUS_SUCCESS;
   }
   g_free (perf);
   if (ok && !found)
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_BACKEND,
         "%s: cuDNN has no algorithm that runs a %dx%d convolution of %d to "
-        "%d channels on %dx%d inputs within %zu MiB of workspace%s%s", name,
-        conv->kernel, conv->kernel, conv->in_channels, conv->out_channels,
-        max_w, max_h, CONV_MAX_WORKSPACE >> 20,
+        "%d channels on %dx%d inputs, %d and 1 at a time, within %zu MiB of "
+        "workspace%s%s", name, conv->kernel, conv->kernel, conv->in_channels,
+        conv->out_channels, max_w, max_h, max_n, CONV_MAX_WORKSPACE >> 20,
         refusal == CUDNN_STATUS_SUCCESS ? "" : "; the last one tried: ",
         refusal == CUDNN_STATUS_SUCCESS ? "" : cudnnGetErrorString (refusal));
   return ok && found;
@@ -253,8 +269,8 @@ choose_fused (CudaState *s, CudaConv *conv, const char *name, int max_n,
   cudnnStatus_t refusal = CUDNN_STATUS_NOT_SUPPORTED;
   if ((conv->epilogue != CUDA_CONV_BIAS
           || conv->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)
-      && !try_run (s, conv, name, TRUE, max_n, max_h, max_w, &refusal,
-          error))
+      && !try_batch_and_one (s, conv, name, TRUE, max_n, max_h, max_w,
+          &refusal, error))
     return FALSE;
   conv->fused = refusal == CUDNN_STATUS_SUCCESS;
   return TRUE;
@@ -274,6 +290,19 @@ cuda_conv_init (CudaState *s, CudaConv *conv, const MrcnnConv *src,
   conv->stride = src->stride;
   conv->pad = src->pad;
   conv->epilogue = epilogue;
+
+  /* cuDNN's tensors index their values with 32-bit integers */
+  size_t values = MAX ((size_t) max_n * max_h * max_w * in_channels,
+      (size_t) max_n * cuda_conv_out_size (max_h, conv)
+      * cuda_conv_out_size (max_w, conv) * O);
+  if (values > INT_MAX) {
+    g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_UNSUPPORTED,
+        "%s: %d frames of up to %dx%d make a tensor of %zu values, more "
+        "than cuDNN's limit of 2^31 - 1; lower the batch size or the model's "
+        "input size", name,
+        max_n, max_w, max_h, values);
+    return FALSE;
+  }
 
   /* [out][in][k][k] float to [out][k][k][in_channels], the extra input
    * channels zero */

@@ -42,11 +42,12 @@ typedef struct {
 } CudaConv;
 
 /* Uploads src (input channels zero-padded to in_channels >= src's),
- * creates its descriptors and picks its algorithm for inputs of up to
- * max_n images of max_h x max_w or max_w x max_h: the first of cuDNN's
- * heuristics' choices that fits the workspace limit and runs there (each
- * is tried once on s->conv_trial), then whether the fused call runs with
- * it.  Grows s->conv_workspace to what the tried algorithms need.  name
+ * creates its descriptors and picks its algorithm for inputs of max_n
+ * images and of one, of max_h x max_w or max_w x max_h: the first of
+ * cuDNN's heuristics' choices that fits the workspace limit and runs on
+ * both (each is tried on s->conv_trial), then whether the fused call runs
+ * with it on both.  Refuses a layer whose tensors would pass cuDNN's 2^31
+ * values.  Grows s->conv_workspace to what the tried algorithms need.  name
  * names the layer in errors. */
 gboolean cuda_conv_init (CudaState *s, CudaConv *conv, const MrcnnConv *src,
     const char *name, int in_channels, CudaConvEpilogue epilogue, int max_n,

@@ -40,7 +40,7 @@ is not compared.
 
 --sanitizer runs, instead, compute-sanitizer (memcheck with leak check,
 racecheck) over one batch of two frames (the image twice, their backbone
-at once) of each variant and precision; --kernels
+at once), then the image alone, of each variant and precision; --kernels
 FILE instruments only the kernels named there (one name a line, matched
 as a substring: the engine's own, so cuDNN's and cuBLAS's run as they
 are), --jobs N runs N of them at a time.
@@ -414,8 +414,8 @@ def torchvision_on_gpu(checks, detect, scratch, count):
 
 def sanitizer_runs(checks, detect, image_path, models_by_variant, kernels, jobs):
     """compute-sanitizer's memcheck and racecheck over a batch of two frames
-    (the image twice) of each variant and precision, jobs at a time: any
-    report fails.  kernels: the
+    (the image twice), then the image alone (the last call's one frame), of
+    each variant and precision, jobs at a time: any report fails.  kernels: the
     names of the kernels to instrument (none: all)."""
     tool = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
     if not pathlib.Path(tool).exists():
@@ -433,7 +433,7 @@ def sanitizer_runs(checks, detect, image_path, models_by_variant, kernels, jobs)
         command = [tool, "--tool", check, "--error-exitcode", "3", "--leak-check",
                    "full" if check == "memcheck" else "no", "--target-processes", "all", *filters,
                    str(detect), "--model", str(model_path), "--backend", "cuda", "--precision",
-                   precision, "--batch", "2", str(image_path), str(image_path)]
+                   precision, "--batch", "2", *[str(image_path)] * 3]
         started = time.monotonic()
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=900)
