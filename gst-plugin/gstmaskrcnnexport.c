@@ -352,27 +352,66 @@ add_results (GstMaskRcnnExport *self, guint64 frame, GstBuffer *buffer)
   }
 }
 
-static gint
-compare_ids (gconstpointer a, gconstpointer b)
+/* A class seen: its id and name, and its model's name where the meta
+ * gives it. */
+typedef struct {
+  gint id;
+  gchar *name;
+  gchar *model;
+} ExportCategory;
+
+static void
+export_category_free (gpointer data)
 {
-  gint x = GPOINTER_TO_INT (a), y = GPOINTER_TO_INT (b);
-  return (x > y) - (x < y);
+  ExportCategory *c = data;
+  g_free (c->name);
+  g_free (c->model);
+  g_free (c);
+}
+
+static void
+note_category (GstMaskRcnnExport *self, const GstMaskRcnnMeta *meta,
+    const GstMaskRcnnDetection *d)
+{
+  gchar *key = g_strdup_printf ("%s\n%d", GST_STR_NULL (meta->model_name),
+      d->class_id);
+  if (g_hash_table_contains (self->categories, key)) {
+    g_free (key);
+    return;
+  }
+  ExportCategory *c = g_new (ExportCategory, 1);
+  c->id = d->class_id;
+  c->name = g_strdup (d->class_name);
+  c->model = g_strdup (meta->model_name);
+  g_hash_table_insert (self->categories, key, c);
+  self->pending = TRUE;
+}
+
+/* By model (none first), then id. */
+static gint
+compare_categories (gconstpointer a, gconstpointer b)
+{
+  const ExportCategory *x = a, *y = b;
+  gint by_model = g_strcmp0 (x->model, y->model);
+  return by_model ? by_model : (x->id > y->id) - (x->id < y->id);
 }
 
 static JsonNode *
 categories_node (GstMaskRcnnExport *self)
 {
-  GList *ids = g_list_sort (g_hash_table_get_keys (self->categories),
-      compare_ids);
+  GList *seen = g_list_sort (g_hash_table_get_values (self->categories),
+      compare_categories);
   JsonArray *array = json_array_new ();
-  for (GList *l = ids; l; l = l->next) {
+  for (GList *l = seen; l; l = l->next) {
+    const ExportCategory *c = l->data;
     JsonObject *category = json_object_new ();
-    json_object_set_int_member (category, "id", GPOINTER_TO_INT (l->data));
-    json_object_set_string_member (category, "name",
-        g_hash_table_lookup (self->categories, l->data));
+    json_object_set_int_member (category, "id", c->id);
+    json_object_set_string_member (category, "name", c->name);
+    if (c->model)
+      json_object_set_string_member (category, "model", c->model);
     json_array_add_object_element (array, category);
   }
-  g_list_free (ids);
+  g_list_free (seen);
   JsonNode *node = json_node_new (JSON_NODE_ARRAY);
   json_node_take_array (node, array);
   return node;
@@ -461,7 +500,8 @@ gst_mask_rcnn_export_start (GstBaseTransform *trans)
   self->file_written = self->categories_written = FALSE;
   self->frame = 0;
   self->results = json_array_new ();
-  self->categories = g_hash_table_new_full (NULL, NULL, NULL, g_free);
+  self->categories = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+      export_category_free);
   /* an empty results array is still written for a stream without frames */
   self->pending = TRUE;
   return TRUE;
@@ -502,14 +542,8 @@ gst_mask_rcnn_export_transform_ip (GstBaseTransform *trans, GstBuffer *buffer)
   gpointer state = NULL;
   while ((meta = gst_buffer_iterate_mask_rcnn_meta (buffer, &state))) {
     first = first ? first : meta;
-    for (guint i = 0; i < meta->n_detections; i++) {
-      const GstMaskRcnnDetection *d = &meta->detections[i];
-      gpointer id = GINT_TO_POINTER (d->class_id);
-      if (!g_hash_table_contains (self->categories, id)) {
-        g_hash_table_insert (self->categories, id, g_strdup (d->class_name));
-        self->pending = TRUE;
-      }
-    }
+    for (guint i = 0; i < meta->n_detections; i++)
+      note_category (self, meta, &meta->detections[i]);
   }
   if (self->active_format == GST_MASK_RCNN_EXPORT_FORMAT_JSONL)
     return write_frame_line (self, frame, buffer, first) ? GST_FLOW_OK
@@ -621,7 +655,9 @@ gst_mask_rcnn_export_class_init (GstMaskRcnnExportClass *klass)
   g_object_class_install_property (gobject_class, PROP_CATEGORIES_LOCATION,
       g_param_spec_string ("categories-location", "Categories location",
           "Optional file for the COCO categories of the classes seen, "
-          "[{\"id\": .., \"name\": ..}], written at EOS", NULL, ready));
+          "[{\"id\": .., \"name\": .., \"model\": ..}], written at EOS: "
+          "each model's classes apart (\"model\" as the detections give it, "
+          "where known), by model, then id", NULL, ready));
 
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);

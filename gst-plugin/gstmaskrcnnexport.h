@@ -43,7 +43,9 @@ struct _GstMaskRcnnExport {
   FILE *file, *categories_file;
   guint64 frame;          /* index of the next buffer in the stream */
   JsonArray *results;     /* coco: every detection so far */
-  GHashTable *categories; /* class id -> name, of the classes seen */
+  /* the classes seen, each model's apart (chained maskrcnn elements may
+   * number their classes alike): "model\nid" -> ExportCategory */
+  GHashTable *categories;
   gboolean pending;       /* results or categories not written yet */
   gboolean file_written, categories_written;
 };

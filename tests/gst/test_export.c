@@ -415,6 +415,43 @@ GST_START_TEST (test_two_models)
 
 GST_END_TEST;
 
+/* Two models numbering their classes alike: the categories file lists each
+ * model's classes apart, each with its model, by model then id. */
+GST_START_TEST (test_categories_of_two_models)
+{
+  gchar *path = g_build_filename (tmpdir, "two-models-coco.json", NULL);
+  gchar *cats = g_build_filename (tmpdir, "two-models-categories.json", NULL);
+  gchar *props = g_strdup_printf ("location=%s format=coco "
+      "categories-location=%s", path, cats);
+  GstHarness *h = export_harness (props);
+  /* model b first on the buffer: the file's order is not the buffer's */
+  GstBuffer *buffer = frame_buffer (0, TRUE, 2);
+  GstMaskRcnnMeta *b = gst_buffer_get_mask_rcnn_meta (buffer);
+  gst_mask_rcnn_meta_set_source (b, "cam", "b.safetensors");
+  GstMaskRcnnMeta *a = gst_buffer_add_mask_rcnn_meta (buffer, W, H);
+  gst_mask_rcnn_meta_set_source (a, "cam", "a.safetensors");
+  gst_mask_rcnn_meta_add_detection (a, 2, "car", 0.5f, 1, 1, 4, 4, 0, 0, 0,
+      0, NULL);
+  gst_mask_rcnn_meta_add_detection (a, 1, "person", 0.4f, 9, 9, 4, 4, 0, 0,
+      0, 0, NULL);
+  push_through (h, buffer);
+  fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
+
+  gchar *text = read_text (cats);
+  fail_unless_equals_string (text,
+      "[{\"id\":1,\"name\":\"person\",\"model\":\"a.safetensors\"},"
+      "{\"id\":2,\"name\":\"car\",\"model\":\"a.safetensors\"},"
+      "{\"id\":1,\"name\":\"soft\",\"model\":\"b.safetensors\"},"
+      "{\"id\":3,\"name\":\"ring\",\"model\":\"b.safetensors\"}]\n");
+  g_free (text);
+  gst_harness_teardown (h);
+  g_free (props);
+  g_free (cats);
+  g_free (path);
+}
+
+GST_END_TEST;
+
 /* Even-odd test of the pixel centre; vertices are integer corners. */
 static gboolean
 polygon_covers (JsonArray *p, int x, int y)
@@ -673,6 +710,7 @@ export_suite (void)
   tcase_add_test (tc, test_coco);
   tcase_add_test (tc, test_track_ids);
   tcase_add_test (tc, test_two_models);
+  tcase_add_test (tc, test_categories_of_two_models);
   tcase_add_test (tc, test_coco_without_eos);
   tcase_add_test (tc, test_error_unwritable);
   tcase_add_test (tc, test_error_write);
