@@ -61,9 +61,9 @@ typedef struct {
    * MrcnnOptions.max_batch); preprocess_slot: preprocess into a slot;
    * backbone_batch: the backbone of slots 0..n-1, frames of one padded
    * size, one launch per layer (and any later layers the backend runs
-   * with it, the CUDA backend's RPN head); select_slot: the frame the stages after
-   * the backbone (proposals .. paste, inspect) run on next.  preprocess
-   * and backbone are slot 0's. */
+   * with it, the CUDA backend's RPN head); select_slot: the frame the
+   * stages after the backbone (proposals .. paste, inspect) run on next.
+   * preprocess and backbone are slot 0's. */
   int (*batch_slots) (gpointer state);
   gboolean (*preprocess_slot) (gpointer state, int slot,
       const MrcnnImage *image, const MrcnnGeometry *geometry, GError **error);
@@ -94,7 +94,8 @@ gboolean mrcnn_cuda_device_usable (int device_id, GError **error);
 #endif
 
 /* mrcnn_engine_new on the given backend (mrcnn_engine_new picks it from
- * the options): for tests with a backend of their own. */
+ * the options), options not NULL: for tests with a backend of their
+ * own. */
 MrcnnEngine *mrcnn_engine_new_with_backend (const MrcnnModel *model,
     const MrcnnOptions *options, const MrcnnBackend *backend,
     GError **error);

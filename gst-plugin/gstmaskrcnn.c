@@ -1796,9 +1796,9 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
           "batch-timeout.  The CPU backend runs a batch's frames on its "
           "lanes (see lanes), each lane one frame after another; a frame's "
           "results are the same in a batch as alone.  The CUDA backend runs "
-          "the backbone of a batch's frames of one size at once, one launch "
-          "per layer (each frame of the batch size costs a backbone "
-          "workspace of GPU memory), and a frame's results are within "
+          "the backbone, FPN and RPN head of a batch's frames of one size at "
+          "once, one launch per layer (each frame of the batch size costs a "
+          "backbone workspace of GPU memory), and a frame's results are within "
           "rounding of its results alone.  1: each frame runs as it comes.  "
           "Without engine-id the element has one stream and runs its frames "
           "one at a time", 1, MRCNN_MAX_BATCH,

@@ -373,8 +373,9 @@ static void
 note_category (GstMaskRcnnExport *self, const GstMaskRcnnMeta *meta,
     const GstMaskRcnnDetection *d)
 {
-  gchar *key = g_strdup_printf ("%s\n%d", GST_STR_NULL (meta->model_name),
-      d->class_id);
+  /* (a model of no name apart from any name) */
+  gchar *key = g_strdup_printf ("%c%s\n%d", meta->model_name ? 'm' : '-',
+      meta->model_name ? meta->model_name : "", d->class_id);
   if (g_hash_table_contains (self->categories, key)) {
     g_free (key);
     return;

@@ -517,11 +517,12 @@ static const MrcnnBackend slotted_backend = {
   .set_threads = slotted_set_threads,
 };
 
-/* Frames of two network input sizes interleaved, with their own settings,
- * run in groups of one size (the first frame not yet run and the next of its size, up
- * to three): each frame's results bit for bit those it gives alone; a
- * lone frame takes the one-frame path; then a frame that fails: the
- * frames before it have theirs, of both sizes. */
+/* Frames of two network input sizes interleaved, with their own settings, run
+ * in groups of one size (the first frame not yet run and the next of its
+ * size, up to three): each frame's results bit for bit those it gives alone;
+ * a lone frame takes the one-frame path; then a frame that fails: the frames
+ * before it have theirs, of both sizes.  (A group's backbone runs with its
+ * first frame's threads; these frames all take the engine's.) */
 static void
 test_grouped_frames_as_alone (void)
 {

@@ -672,7 +672,7 @@ cuda_backbone_create (CudaState *s, GError **error)
   if (!init_convs (s, &largest, stage_area, &p6_area, error))
     return FALSE;
   /* the buffer the batch's largest layers were tried on goes before the
-   * activations take their room (the heads' trials grow a smaller one) */
+   * activations take their room (the heads' trials may grow one again) */
   cudaFree (s->conv_trial);
   s->conv_trial = NULL;
   s->conv_trial_size = 0;

@@ -10,8 +10,10 @@
  * to the next, and creating an engine does not run hundreds of timed
  * convolutions.  The heuristics can offer algorithms that then refuse to
  * run, so each candidate is run once (untimed) on the layer's largest
- * input before it is kept, and so is the fused bias-activation call with
- * the one kept: no frame meets a refusal found at creation. */
+ * input, for a batch of max_n frames and for one, before it is kept, and
+ * so is the fused bias-activation call with the one kept: no frame meets
+ * a refusal found at creation.  (Batches of sizes between 1 and max_n
+ * have their workspace checked at creation, not a trial run.) */
 #include "cuda_backend.h"
 #include "cuda_act.cuh"
 
@@ -181,6 +183,25 @@ try_run (CudaState *s, CudaConv *conv, const char *name, gboolean fused,
   return ok;
 }
 
+/* The most workspace algo needs for 1 to max_n images of max_h x max_w or
+ * max_w x max_h; FALSE when it does not support one of them. */
+static gboolean
+workspace_for_batches (CudaState *s, CudaConv *conv,
+    cudnnConvolutionFwdAlgo_t algo, int max_n, int max_h, int max_w,
+    size_t *most)
+{
+  *most = 0;
+  for (int n = 1; n <= max_n; n++)
+    for (int turn = 0; turn < 2; turn++) {
+      size_t bytes = 0;
+      if (!workspace_for (s, conv, algo, n, turn ? max_w : max_h,
+              turn ? max_h : max_w, &bytes))
+        return FALSE;
+      *most = MAX (*most, bytes);
+    }
+  return TRUE;
+}
+
 /* try_run on max_n images and, where max_n > 1, on one: a batch and a
  * lone frame (mrcnn_engine_detect) run the layer with the same algorithm
  * and epilogue. */
@@ -194,10 +215,10 @@ try_batch_and_one (CudaState *s, CudaConv *conv, const char *name,
       || try_run (s, conv, name, fused, 1, h, w, refusal, error));
 }
 
-/* The first of the heuristics' algorithms, best first, that supports
- * batches of max_n and of one input of max_h x max_w and of max_w x max_h
- * (either orientation of an image) within CONV_MAX_WORKSPACE and runs on
- * them; grows s->conv_workspace to the need of each one tried (one refused
+/* The first of the heuristics' algorithms, best first, that supports batches
+ * of 1 to max_n inputs of max_h x max_w and of max_w x max_h (either
+ * orientation of an image) within CONV_MAX_WORKSPACE and runs on max_n and on
+ * one; grows s->conv_workspace to the need of each one tried (one refused
  * leaves it so grown: rare, and within CONV_MAX_WORKSPACE). */
 static gboolean
 choose_algorithm (CudaState *s, CudaConv *conv, const char *name,
@@ -218,7 +239,7 @@ choose_algorithm (CudaState *s, CudaConv *conv, const char *name,
   gboolean found = FALSE;
   cudnnStatus_t refusal = CUDNN_STATUS_SUCCESS;
   for (int i = 0; ok && !found && i < returned; i++) {
-    size_t a = 0, b = 0, c = 0, d = 0;
+    size_t need = 0;
     if (perf[i].status != CUDNN_STATUS_SUCCESS)
       continue;
     /* fp32 stays fp32: no tensor-core (TF32) kernel even if one is offered */
@@ -234,15 +255,12 @@ choose_algorithm (CudaState *s, CudaConv *conv, const char *name,
       ok = FALSE;
       break;
     }
-    if (!workspace_for (s, conv, perf[i].algo, max_n, max_h, max_w, &a)
-        || !workspace_for (s, conv, perf[i].algo, max_n, max_w, max_h, &b)
-        || !workspace_for (s, conv, perf[i].algo, 1, max_h, max_w, &c)
-        || !workspace_for (s, conv, perf[i].algo, 1, max_w, max_h, &d)
-        || MAX (MAX (a, b), MAX (c, d)) > CONV_MAX_WORKSPACE)
+    if (!workspace_for_batches (s, conv, perf[i].algo, max_n, max_h, max_w,
+            &need) || need > CONV_MAX_WORKSPACE)
       continue;
     conv->algo = perf[i].algo;
-    ok = grow (&s->conv_workspace, &s->conv_workspace_size,
-        MAX (MAX (a, b), MAX (c, d)), "the convolution workspace", error)
+    ok = grow (&s->conv_workspace, &s->conv_workspace_size, need,
+        "the convolution workspace", error)
         && try_batch_and_one (s, conv, name, FALSE, max_n, max_h, max_w,
         &refusal, error);
     found = ok && refusal == CUDNN_STATUS_SUCCESS;

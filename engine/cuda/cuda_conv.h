@@ -13,8 +13,9 @@ typedef enum {
 } CudaConvEpilogue;
 
 /* The input shapes a layer keeps described: a stream's frames share one
- * size, but the RPN head runs on every FPN level of a frame. */
-#define CUDA_CONV_SHAPES MRCNN_FPN_LEVELS
+ * size, but the RPN head runs on every FPN level of a frame, and a batch
+ * and a lone frame (or a smaller last group) alternate. */
+#define CUDA_CONV_SHAPES (2 * MRCNN_FPN_LEVELS)
 
 /* One input shape, its descriptors set (and its workspace checked) the
  * first time the layer runs on it. */
@@ -41,12 +42,12 @@ typedef struct {
   int next_shape;   /* the slot a new shape takes once all are in use */
 } CudaConv;
 
-/* Uploads src (input channels zero-padded to in_channels >= src's),
- * creates its descriptors and picks its algorithm for inputs of max_n
- * images and of one, of max_h x max_w or max_w x max_h: the first of
- * cuDNN's heuristics' choices that fits the workspace limit and runs on
- * both (each is tried on s->conv_trial), then whether the fused call runs
- * with it on both.  Refuses a layer whose tensors would pass cuDNN's 2^31
+/* Uploads src (input channels zero-padded to in_channels >= src's), creates
+ * its descriptors and picks its algorithm for inputs of 1 to max_n images of
+ * max_h x max_w or max_w x max_h: the first of cuDNN's heuristics' choices
+ * whose workspace for each fits the limit and that runs on max_n and on one
+ * (each is tried on s->conv_trial), then whether the fused call runs with it
+ * on both.  Refuses a layer whose tensors would pass cuDNN's 2^31
  * values.  Grows s->conv_workspace to what the tried algorithms need.  name
  * names the layer in errors. */
 gboolean cuda_conv_init (CudaState *s, CudaConv *conv, const MrcnnConv *src,

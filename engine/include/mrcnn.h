@@ -77,12 +77,11 @@ typedef struct {
    * 1: one frame after another.  Other backends run one frame at a time. */
   int lanes;
   /* CUDA backend: the most frames of a batch (mrcnn_engine_detect_batch)
-   * whose backbone, FPN and RPN head run together, one launch per layer
-   * for frames of one network input size (the stages after them run frame
-   * by frame); each costs one more backbone workspace of device memory.  0 or 1: one
-   * frame at a time.  Ignored by the CPU backend (see lanes), and by
-   * engines made with dump_dir or time_stages, whose frames run one by
-   * one. */
+   * whose backbone, FPN and RPN head run together, one launch per layer for
+   * frames of one network input size (the stages after them run frame by
+   * frame); each costs one more backbone workspace of device memory.  0 or 1:
+   * one frame at a time.  Ignored by the CPU backend (see lanes), and by
+   * engines made with dump_dir or time_stages, whose frames run one by one. */
   int max_batch;
   /* Time each stage (mrcnn_engine_stage_times).  The engine then waits for
    * the device after every stage, so that the times do not overlap, and
@@ -222,15 +221,15 @@ void mrcnn_frame_settings_init (MrcnnFrameSettings *settings);
  * settings[i] (settings NULL: the engine's for all).  Frames may differ in
  * size.  The CPU backend runs the frames on its lanes (MrcnnOptions.lanes),
  * each lane one frame after another (batching frames does not speed up its
- * matrix products, docs/PERFORMANCE.md), and a frame's results are the
- * same, bit for bit, as when it runs alone with the same settings.  The
- * CUDA backend runs the backbone, FPN and RPN head of up to
- * MrcnnOptions.max_batch frames of one network input size at once, then
- * each frame's later stages; a frame's results are then within floating-point rounding of
- * its results alone (cuDNN may sum in another order for another batch).
- * Returns how many frames, from the first, have their results: n, or fewer
- * with the error (naming the frame) of the one after them (frames after
- * that one may or may not have theirs). */
+ * matrix products, docs/PERFORMANCE.md), and a frame's results are the same,
+ * bit for bit, as when it runs alone with the same settings.  The CUDA backend
+ * runs the backbone, FPN and RPN head of up to MrcnnOptions.max_batch frames
+ * of one network input size at once, then each frame's later stages; a
+ * frame's results are then within floating-point rounding of its results
+ * alone (cuDNN may sum in another order for another batch).  Returns how many
+ * frames, from the first, have their results: n, or fewer with the error
+ * (naming the frame) of the one after them (frames after that one may or may
+ * not have theirs). */
 int mrcnn_engine_detect_batch (MrcnnEngine *engine,
     const MrcnnImage *images, const MrcnnFrameSettings *settings, int n,
     MrcnnResult *results, GError **error);
