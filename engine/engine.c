@@ -410,6 +410,23 @@ timed (MrcnnEngine *e, gpointer state, MrcnnStage stage, gboolean ok,
   return TRUE;
 }
 
+/* The stages after the backbone, on the frame state s holds (a batch's:
+ * the slot selected). */
+static gboolean
+run_later_stages (MrcnnEngine *e, gpointer s,
+    const MrcnnThresholds *thresholds, MrcnnResult *result, gint64 *clock,
+    GError **error)
+{
+  const MrcnnBackend *b = e->backend;
+  return timed (e, s, MRCNN_STAGE_PROPOSALS, b->proposals (s, error), clock,
+      error)
+      && timed (e, s, MRCNN_STAGE_DETECT, b->detect (s, thresholds, error),
+      clock, error)
+      && timed (e, s, MRCNN_STAGE_MASKS, b->masks (s, error), clock, error)
+      && timed (e, s, MRCNN_STAGE_PASTE,
+      b->paste (s, thresholds, result, error), clock, error);
+}
+
 static gboolean
 run_stages (MrcnnEngine *e, gpointer s, const MrcnnImage *image,
     const MrcnnGeometry *geometry, const MrcnnThresholds *thresholds,
@@ -421,13 +438,7 @@ run_stages (MrcnnEngine *e, gpointer s, const MrcnnImage *image,
       b->preprocess (s, image, geometry, error), &clock, error)
       && timed (e, s, MRCNN_STAGE_BACKBONE, b->backbone (s, error), &clock,
       error)
-      && timed (e, s, MRCNN_STAGE_PROPOSALS, b->proposals (s, error), &clock,
-      error)
-      && timed (e, s, MRCNN_STAGE_DETECT, b->detect (s, thresholds, error),
-      &clock, error)
-      && timed (e, s, MRCNN_STAGE_MASKS, b->masks (s, error), &clock, error)
-      && timed (e, s, MRCNN_STAGE_PASTE,
-      b->paste (s, thresholds, result, error), &clock, error);
+      && run_later_stages (e, s, thresholds, result, &clock, error);
 }
 
 gboolean
@@ -610,19 +621,16 @@ static gboolean
 detect_slot (MrcnnEngine *e, MrcnnLane *lane, int slot, int i,
     GError **error)
 {
-  const MrcnnBackend *be = e->backend;
   MrcnnResult *result = &lane->run->results[i];
   MrcnnThresholds frame;
   int threads;
   result_start (result, &lane->run->images[i]);
-  be->select_slot (lane->state, slot);
+  e->backend->select_slot (lane->state, slot);
   if (!frame_settings (e, lane, i, &frame, &threads, error))
     return FALSE;
   lane_use_threads (e, lane, threads);
-  if (!be->proposals (lane->state, error)
-      || !be->detect (lane->state, &frame, error)
-      || !be->masks (lane->state, error)
-      || !be->paste (lane->state, &frame, result, error))
+  gint64 clock = g_get_monotonic_time ();
+  if (!run_later_stages (e, lane->state, &frame, result, &clock, error))
     return FALSE;
   result_name_labels (e, result);
   return TRUE;

@@ -39,8 +39,7 @@ static const GOptionEntry entries[] = {
   { "batch", 'b', 0, G_OPTION_ARG_INT, &batch,
     "Run the images N at a time, each N one batch (the CUDA backend runs "
     "the backbone, FPN and RPN head of a batch's images of one size at "
-    "once); the output is "
-    "that of one image at a time (default 1)", "N" },
+    "once); the output is that of one image at a time (default 1)", "N" },
   { "info", 0, 0, G_OPTION_ARG_NONE, &print_info,
     "Print the model's shape and constants as JSON and exit", NULL },
   { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &images, NULL,

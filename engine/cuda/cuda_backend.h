@@ -5,10 +5,9 @@
  * FPN and RPN head take up to max_batch frames of one input size at once
  * (NHWC with N frames: one launch per layer), each preprocessed into its
  * slot; the stages after them run one frame at a time, on the slot
- * selected.  Counts
- * that vary per image (proposals, detections) stay on the device: the
- * stages after them run on a fixed number of rows and read the count, so
- * no stage waits for the host.
+ * selected.  Counts that vary per image (proposals, detections) stay on
+ * the device: the stages after them run on a fixed number of rows and
+ * read the count, so no stage waits for the host.
  *
  * The stages share the buffers below (the "interface" of each stage, in the
  * same units and conventions as the CPU backend's, see cpu_backend.h);

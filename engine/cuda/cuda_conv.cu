@@ -317,8 +317,7 @@ cuda_conv_init (CudaState *s, CudaConv *conv, const MrcnnConv *src,
     g_set_error (error, MRCNN_ERROR, MRCNN_ERROR_UNSUPPORTED,
         "%s: %d frames of up to %dx%d make a tensor of %zu values, more "
         "than cuDNN's limit of 2^31 - 1; lower the batch size or the model's "
-        "input size", name,
-        max_n, max_w, max_h, values);
+        "input size", name, max_n, max_w, max_h, values);
     return FALSE;
   }
 

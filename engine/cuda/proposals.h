@@ -51,7 +51,8 @@ typedef struct {
 gboolean cuda_proposals_create (CudaState *s, GError **error);
 void cuda_proposals_destroy (CudaState *s);
 /* The head on every level of frames 0..n-1 (s->fpn_slots[]): one launch
- * per layer and level; sets s->rpn_head_frames to n. */
+ * per layer and level, outputs in the CPU's anchor order (NHWC rows are
+ * (y * W + x) * A + a); sets s->rpn_head_frames to n. */
 gboolean cuda_rpn_head_run (CudaState *s, int n, GError **error);
 /* s->proposals and *s->n_proposals of the frame in s->slot, from its head
  * outputs (after cuda_rpn_head_run on its batch; for a lone frame,
