@@ -442,7 +442,11 @@ def main():
                 ("score threshold above 1", ["--score-threshold", "2"], "thresholds", ["[0, 1]"]),
                 ("max detections above 1000", ["--max-detections", "5000"], "max detections",
                  ["1000"]),
-                ("negative thread count", ["--threads", "-1"], "--threads", ["0"])]:
+                ("negative thread count", ["--threads", "-1"], "--threads", ["0"]),
+                ("batch of 0", ["--batch", "0"], "--batch", ["1", "64"]),
+                ("batch above 64", ["--batch", "65"], "--batch", ["1", "64"]),
+                ("batch with dumps", ["--batch", "2", "--dump-dir", scratch / "dumps"],
+                 "--dump-dir", ["--batch"])]:
             check_refused(checks, detect, name, current, image_path, culprit, keywords, options)
     checks.finish()
 
