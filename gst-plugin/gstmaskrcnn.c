@@ -1822,8 +1822,9 @@ gst_mask_rcnn_class_init (GstMaskRcnnClass *klass)
           "threads (at least one), also for a lone frame, so that results "
           "do not depend on the frames beside it.  Pays with small models "
           "and many cores.  Every sharer of an engine-id must give the same "
-          "value.  Other backends and an element without engine-id run one "
-          "frame at a time", 1, MRCNN_MAX_LANES,
+          "value.  An element without engine-id has one lane; so has the "
+          "CUDA backend, which runs a batch's backbone at once instead (see "
+          "batch-size)", 1, MRCNN_MAX_LANES,
           DEFAULT_LANES, rw | GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_LATENCY,
       g_param_spec_uint64 ("latency", "Latency",

@@ -74,7 +74,8 @@ typedef struct {
    * results depend only on the engine's settings, not on the frames
    * beside it.  Pays where one frame does not keep every core busy
    * (small models, many cores); each lane costs one more workspace.  0 or
-   * 1: one frame after another.  Other backends run one frame at a time. */
+   * 1: one frame after another.  Other backends have one lane (the CUDA
+   * backend batches through max_batch instead). */
   int lanes;
   /* CUDA backend: the most frames of a batch (mrcnn_engine_detect_batch)
    * whose backbone, FPN and RPN head run together, one launch per layer for
